@@ -1,0 +1,150 @@
+//! The command line: argument definitions and glue. One file per command; each builds what the
+//! library needs from its arguments, calls it, and prints. No logic of its own lives here.
+//! stdout carries data (ids, tables, `--json`); every message goes to stderr.
+
+mod diff;
+mod gen;
+mod hash;
+mod ls;
+mod output;
+mod show;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::error::{self, Exit, UserError};
+use crate::spec::{Manifest, ResolvedSpec};
+use crate::stage::{self, verify as check, Stage, StageId, Store};
+
+const ABOUT: &str = "Run AI coding agents in microVMs that reach only what you allowed";
+
+const LONG_ABOUT: &str = "\
+Run AI coding agents in microVMs that reach only what you allowed.
+
+A manifest (bottle.toml) names agents and the bottles they run in. `bottle gen` turns one agent
+into a stage: a directory of rendered configuration named by the BLAKE3 hash of its resolved
+spec, so the same spec gives the same id and the same bytes on every machine.
+
+  bottle gen examples/claude.toml     # write the stage, print its id
+  bottle show 1a2b3c                  # what it would run and what it could reach
+  bottle verify                       # re-render every stage and compare every byte";
+
+#[derive(Debug, Parser)]
+#[command(name = "bottle", version, about = ABOUT, long_about = LONG_ABOUT, after_help = error::EXIT_CODES_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Gen(gen::Args),
+    Hash(hash::Args),
+    Show(show::Args),
+    Ls(ls::Args),
+    Verify(verify::Args),
+    Diff(diff::Args),
+}
+
+/// The store, shared by every command that reads or writes stages.
+#[derive(Debug, clap::Args)]
+struct StoreArg {
+    /// The stage store
+    #[arg(long, value_name = "DIR", env = "BOTTLE_STORE", default_value = stage::store::DEFAULT_STORE)]
+    store: PathBuf,
+}
+
+impl StoreArg {
+    fn open(&self) -> Store {
+        Store::new(&self.store)
+    }
+}
+
+/// Which manifest, and which agent in it.
+#[derive(Debug, clap::Args)]
+struct ManifestArgs {
+    /// The manifest
+    #[arg(value_name = "MANIFEST", default_value = "bottle.toml")]
+    manifest: PathBuf,
+    /// The agent to resolve; may be left out when the manifest defines exactly one
+    #[arg(long, value_name = "NAME")]
+    agent: Option<String>,
+}
+
+impl ManifestArgs {
+    fn resolve(&self) -> anyhow::Result<ResolvedSpec> {
+        load_spec(&self.manifest, self.agent.as_deref())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() { Exit::Usage.into() } else { Exit::Success.into() };
+        }
+    };
+    let result = match cli.command {
+        Command::Gen(args) => gen::exec(args),
+        Command::Hash(args) => hash::exec(args),
+        Command::Show(args) => show::exec(args),
+        Command::Ls(args) => ls::exec(args),
+        Command::Verify(args) => verify::exec(args),
+        Command::Diff(args) => diff::exec(args),
+    };
+    match result {
+        Ok(exit) => exit.into(),
+        Err(err) if is_broken_pipe(&err) => Exit::Success.into(),
+        Err(err) => {
+            error::report(&err);
+            error::exit_code(&err).into()
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn load_spec(path: &Path, agent: Option<&str>) -> anyhow::Result<ResolvedSpec> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(UserError::usage(
+                format!("no manifest at `{}`", path.display()),
+                "write a bottle.toml (see examples/) or pass the manifest's path",
+            ))
+        }
+        Err(e) => return Err(e).with_context(|| format!("failed to read the manifest `{}`", path.display())),
+    };
+    let name = path.display().to_string();
+    let manifest = Manifest::parse(&name, &text)?;
+    Ok(manifest.resolve(agent)?)
+}
+
+/// Finds a stage by id or prefix and refuses it unless it verifies.
+fn open_intact_stage(store: &Store, id_text: &str) -> anyhow::Result<Stage> {
+    let id = store.resolve(id_text)?;
+    intact_stage(store, &id)
+}
+
+fn intact_stage(store: &Store, id: &StageId) -> anyhow::Result<Stage> {
+    let report = check::verify(store, id);
+    match report.stage {
+        Some(stage) if report.problems.is_empty() => Ok(stage),
+        _ => Err(UserError::check_failed(
+            format!(
+                "stage {id} is damaged:\n{}",
+                report.problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+            ),
+            "regenerate it from its manifest with `bottle gen` after removing the damaged directory",
+        )),
+    }
+}

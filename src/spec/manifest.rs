@@ -1,0 +1,329 @@
+//! The manifest, `bottle.toml`, as the user wrote it: parsed strictly (every unknown key is an
+//! error), validated value by value with the position of each value kept for the error, then
+//! resolved for one agent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::diagnostic::SpecError;
+use super::host::HostPattern;
+use super::resolved::{self, Egress, ResolvedSpec, Supervise};
+use super::validate::{self, Invalid};
+use crate::STAGE_FORMAT;
+
+type SpannedMap = BTreeMap<Spanned<String>, Spanned<String>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    agents: BTreeMap<Spanned<String>, RawAgent>,
+    #[serde(default)]
+    bottles: BTreeMap<Spanned<String>, RawBottle>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    bottle: Spanned<String>,
+    command: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    env: SpannedMap,
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBottle {
+    image: Spanned<String>,
+    cpus: Option<Spanned<i64>>,
+    memory: Option<Spanned<toml::Value>>,
+    workdir: Option<Spanned<String>>,
+    #[serde(default)]
+    env: SpannedMap,
+    egress: Option<RawEgress>,
+    #[serde(default)]
+    git: bool,
+    supervise: Option<RawSupervise>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervise {
+    command: Spanned<Vec<Spanned<String>>>,
+}
+
+/// A manifest that parsed and passed every value check. Bottles are validated whether or not an
+/// agent uses them, so a manifest is valid or not as a whole.
+#[derive(Debug)]
+pub struct Manifest {
+    file: String,
+    text: String,
+    agents: BTreeMap<String, Agent>,
+    bottles: BTreeMap<String, Bottle>,
+}
+
+#[derive(Debug)]
+struct Agent {
+    name_span: Range<usize>,
+    bottle: Spanned<String>,
+    command: Vec<String>,
+    env: BTreeMap<String, String>,
+    secrets: BTreeMap<String, Range<usize>>,
+}
+
+#[derive(Debug)]
+struct Bottle {
+    image: String,
+    cpus: u8,
+    memory_mib: u32,
+    workdir: String,
+    env: BTreeMap<String, String>,
+    allow: BTreeSet<HostPattern>,
+    git: bool,
+    supervise: Option<Vec<String>>,
+}
+
+impl Manifest {
+    /// `file` is how the manifest is named in errors; `text` is its content.
+    pub fn parse(file: &str, text: &str) -> Result<Manifest, SpecError> {
+        let raw = deserialize(file, text)?;
+        let checker = Checker { file, text };
+        let mut bottles = BTreeMap::new();
+        for (name, bottle) in raw.bottles {
+            checker.check(name.span(), validate::name(name.get_ref()))?;
+            bottles.insert(name.into_inner(), checker.bottle(bottle)?);
+        }
+        let mut agents = BTreeMap::new();
+        for (name, agent) in raw.agents {
+            checker.check(name.span(), validate::name(name.get_ref()))?;
+            let agent = checker.agent(name.span(), agent)?;
+            let Some(bottle) = bottles.get(agent.bottle.get_ref()) else {
+                let known: Vec<&str> = bottles.keys().map(String::as_str).collect();
+                let err = SpecError::at(
+                    file,
+                    text,
+                    agent.bottle.span(),
+                    format!("agent `{}` uses bottle `{}`, which is not defined", name.get_ref(), agent.bottle.get_ref()),
+                );
+                return Err(match validate::did_you_mean(agent.bottle.get_ref(), known.iter().copied()) {
+                    Some(near) => err.help(format!("did you mean `{near}`?")),
+                    None => err.help(format!("define it as [bottles.{}]", agent.bottle.get_ref())),
+                });
+            };
+            for (secret, span) in &agent.secrets {
+                if agent.env.contains_key(secret) || bottle.env.contains_key(secret) {
+                    return Err(SpecError::at(file, text, span.clone(), format!("`{secret}` is both a secret and a plain variable"))
+                        .help("a secret's value comes from the host at run time; remove it from `env`"));
+                }
+            }
+            agents.insert(name.into_inner(), agent);
+        }
+        if agents.is_empty() {
+            return Err(SpecError::new(file, "the manifest defines no agent").help(
+                "add one, as in:\n\n  [agents.claude]\n  bottle = \"default\"\n  command = [\"claude\"]\n\n  [bottles.default]\n  image = \"docker.io/library/node:22-bookworm\"",
+            ));
+        }
+        Ok(Manifest { file: file.to_owned(), text: text.to_owned(), agents, bottles })
+    }
+
+    pub fn agent_names(&self) -> impl Iterator<Item = &str> {
+        self.agents.keys().map(String::as_str)
+    }
+
+    /// Resolves the chosen agent; `None` picks the only one.
+    pub fn resolve(&self, agent: Option<&str>) -> Result<ResolvedSpec, SpecError> {
+        let names = || self.agent_names().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        let name = match agent {
+            Some(name) => name,
+            None if self.agents.len() == 1 => self.agents.keys().next().expect("one agent"),
+            None => {
+                return Err(SpecError::new(&self.file, "the manifest defines several agents; choose one")
+                    .help(format!("pass `--agent NAME` with one of {}", names())))
+            }
+        };
+        let Some(agent_def) = self.agents.get(name) else {
+            let err = SpecError::new(&self.file, format!("no agent `{name}` in the manifest"));
+            return Err(match validate::did_you_mean(name, self.agent_names()) {
+                Some(near) => err.help(format!("did you mean `{near}`?")),
+                None => err.help(format!("the agents are {}", names())),
+            });
+        };
+        let _ = &agent_def.name_span;
+        let bottle = &self.bottles[agent_def.bottle.get_ref()];
+        let mut env = bottle.env.clone();
+        env.extend(agent_def.env.clone());
+        let spec = ResolvedSpec {
+            format: STAGE_FORMAT,
+            agent: name.to_owned(),
+            image: bottle.image.clone(),
+            command: agent_def.command.clone(),
+            workdir: bottle.workdir.clone(),
+            cpus: bottle.cpus,
+            memory_mib: bottle.memory_mib,
+            env,
+            secrets: agent_def.secrets.keys().cloned().collect(),
+            egress: Egress { allow: bottle.allow.iter().cloned().collect() },
+            git: bottle.git,
+            supervise: bottle.supervise.clone().map(|command| Supervise { command }),
+        };
+        debug_assert!(spec.check().is_ok(), "manifest checks imply spec checks");
+        Ok(spec)
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+fn deserialize(file: &str, text: &str) -> Result<RawManifest, SpecError> {
+    let deserializer = toml::de::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, ""))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = table_path(e.path());
+        toml_error(file, text, e.inner(), &path)
+    })
+}
+
+/// `bottles.default.egress` -> `[bottles.default.egress]`; the field that failed is not included.
+fn table_path(path: &serde_path_to_error::Path) -> String {
+    let segments: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+    if segments.is_empty() || segments == ["?"] {
+        String::new()
+    } else {
+        format!(" in [{}]", segments.join("."))
+    }
+}
+
+/// Rewrites serde's wording into ours: "unknown field" becomes "unknown key" with a suggestion.
+fn toml_error(file: &str, text: &str, error: &toml::de::Error, path: &str) -> SpecError {
+    let message = error.message().trim();
+    let span = error.span().unwrap_or(0..0);
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let err = SpecError::at(file, text, span, format!("unknown key `{key}`{path}"));
+        return match validate::did_you_mean(key, valid.iter().copied()) {
+            Some(near) => err.help(format!("did you mean `{near}`?")),
+            None if valid.is_empty() => err,
+            None => err.help(format!(
+                "valid keys here: {}",
+                valid.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+            )),
+        };
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let key = rest.split('`').next().unwrap_or(rest);
+        return SpecError::at(file, text, span, format!("missing key `{key}`{path}"))
+            .help(format!("add `{key} = …` to this table"));
+    }
+    if message.starts_with("invalid type") {
+        return SpecError::at(file, text, span, format!("{message}{path}"))
+            .help("check the value's type: strings are quoted, lists are in `[...]`, tables in `{...}`");
+    }
+    SpecError::at(file, text, span, format!("{message}{path}"))
+}
+
+struct Checker<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn check<T>(&self, span: Range<usize>, result: Result<T, Invalid>) -> Result<T, SpecError> {
+        result.map_err(|invalid| SpecError::invalid(self.file, self.text, span, invalid))
+    }
+
+    fn strings(&self, list: Vec<Spanned<String>>, check: fn(&str) -> Result<(), Invalid>) -> Result<Vec<String>, SpecError> {
+        list.into_iter()
+            .map(|item| {
+                self.check(item.span(), check(item.get_ref()))?;
+                Ok(item.into_inner())
+            })
+            .collect()
+    }
+
+    fn command(&self, command: Spanned<Vec<Spanned<String>>>, supervise: bool) -> Result<Vec<String>, SpecError> {
+        let span = command.span();
+        let argv = self.strings(command.into_inner(), |arg| validate::no_nul("a command argument", arg))?;
+        let check = if supervise { validate::supervise_command } else { validate::command };
+        self.check(span, check(&argv))?;
+        Ok(argv)
+    }
+
+    fn env(&self, env: SpannedMap) -> Result<BTreeMap<String, String>, SpecError> {
+        let mut out = BTreeMap::new();
+        for (key, value) in env {
+            self.check(key.span(), validate::user_env_key(key.get_ref()))?;
+            self.check(value.span(), validate::no_nul("the value", value.get_ref()))?;
+            out.insert(key.into_inner(), value.into_inner());
+        }
+        Ok(out)
+    }
+
+    fn agent(&self, name_span: Range<usize>, raw: RawAgent) -> Result<Agent, SpecError> {
+        let mut secrets = BTreeMap::new();
+        for secret in raw.secrets {
+            self.check(secret.span(), validate::user_env_key(secret.get_ref()))?;
+            secrets.insert(secret.get_ref().clone(), secret.span());
+        }
+        Ok(Agent {
+            name_span,
+            bottle: raw.bottle,
+            command: self.command(raw.command, false)?,
+            env: self.env(raw.env)?,
+            secrets,
+        })
+    }
+
+    fn bottle(&self, raw: RawBottle) -> Result<Bottle, SpecError> {
+        self.check(raw.image.span(), validate::image(raw.image.get_ref()))?;
+        let cpus = match raw.cpus {
+            Some(cpus) => self.check(cpus.span(), validate::cpus(*cpus.get_ref()))?,
+            None => resolved::DEFAULT_CPUS,
+        };
+        let memory_mib = match raw.memory {
+            Some(memory) => {
+                let result = match memory.get_ref() {
+                    toml::Value::Integer(mib) => validate::memory_mib(*mib),
+                    toml::Value::String(text) => validate::memory_text(text),
+                    other => Err(Invalid::new(format!("memory is a {}, not a size", other.type_str()))
+                        .help("write a size such as `4GiB`, `512MiB` or a number of MiB")),
+                };
+                self.check(memory.span(), result)?
+            }
+            None => resolved::DEFAULT_MEMORY_MIB,
+        };
+        let workdir = match raw.workdir {
+            Some(dir) => {
+                self.check(dir.span(), validate::workdir(dir.get_ref()))?;
+                dir.into_inner()
+            }
+            None => resolved::DEFAULT_WORKDIR.to_owned(),
+        };
+        let mut allow = BTreeSet::new();
+        for pattern in raw.egress.map(|e| e.allow).unwrap_or_default() {
+            allow.insert(self.check(pattern.span(), pattern.get_ref().parse::<HostPattern>())?);
+        }
+        Ok(Bottle {
+            image: raw.image.into_inner(),
+            cpus,
+            memory_mib,
+            workdir,
+            env: self.env(raw.env)?,
+            allow,
+            git: raw.git,
+            supervise: raw.supervise.map(|s| self.command(s.command, true)).transpose()?,
+        })
+    }
+}

@@ -1,0 +1,229 @@
+//! The store: a directory of stages named by id (`stages/<id>/`). Writes are atomic (a temporary
+//! `.tmp-*` directory, then one rename), the first writer wins, and files are read-only.
+
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context as _;
+use fs_err as fs;
+
+use super::id::{self, StageId, ID_HEX_LEN, MIN_PREFIX_LEN};
+use super::Stage;
+
+/// Temporary stages are written inside the store, so that the final rename never crosses a file
+/// system, under names that are never ids, so that listings skip them.
+pub const TMP_PREFIX: &str = ".tmp-";
+pub const DEFAULT_STORE: &str = "stages";
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Created,
+    /// A stage with this id was already in the store; nothing was written.
+    Existed,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LookupError {
+    #[error("`{0}` is not a stage id: ids are lower-case hexadecimal digits")]
+    NotHex(String),
+    #[error("the id prefix `{0}` is too short")]
+    TooShort(String),
+    #[error("no stage `{prefix}` in the store `{store}`")]
+    NotFound { prefix: String, store: String },
+    #[error("the id prefix `{prefix}` is ambiguous: it matches {}", list(.matches))]
+    Ambiguous { prefix: String, matches: Vec<StageId> },
+}
+
+fn list(ids: &[StageId]) -> String {
+    ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+impl LookupError {
+    pub fn hint(&self) -> String {
+        match self {
+            LookupError::NotHex(_) => "give a stage id as printed by `bottle gen` or `bottle ls`".into(),
+            LookupError::TooShort(_) => format!("give at least {MIN_PREFIX_LEN} digits of the id"),
+            LookupError::NotFound { .. } => {
+                "list the stages with `bottle ls`; pass `--store DIR` if the stage is in another store".into()
+            }
+            LookupError::Ambiguous { .. } => "give more digits of the id".into(),
+        }
+    }
+}
+
+impl Store {
+    pub fn new(root: impl Into<PathBuf>) -> Store {
+        Store { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn stage_dir(&self, id: &StageId) -> PathBuf {
+        self.root.join(id.to_string())
+    }
+
+    pub fn contains(&self, id: &StageId) -> bool {
+        self.stage_dir(id).is_dir()
+    }
+
+    /// Every stage in the store, sorted. A missing store is an empty one.
+    pub fn ids(&self) -> anyhow::Result<Vec<StageId>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("failed to list the store `{}`", self.root.display())),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("failed to list the store `{}`", self.root.display()))?;
+            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<StageId>().ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// A full id or a unique prefix of at least six digits.
+    pub fn resolve(&self, text: &str) -> anyhow::Result<StageId> {
+        Ok(self.try_resolve(text)??)
+    }
+
+    pub fn try_resolve(&self, text: &str) -> anyhow::Result<Result<StageId, LookupError>> {
+        let prefix = text.trim();
+        if prefix.is_empty() || prefix.len() > ID_HEX_LEN || !id::is_lower_hex(prefix) {
+            return Ok(Err(LookupError::NotHex(text.to_owned())));
+        }
+        if prefix.len() < MIN_PREFIX_LEN {
+            return Ok(Err(LookupError::TooShort(text.to_owned())));
+        }
+        if prefix.len() == ID_HEX_LEN {
+            let id: StageId = prefix.parse().map_err(anyhow::Error::msg)?;
+            return Ok(if self.contains(&id) { Ok(id) } else { Err(self.not_found(prefix)) });
+        }
+        let matches: Vec<StageId> =
+            self.ids()?.into_iter().filter(|id| id.to_string().starts_with(prefix)).collect();
+        Ok(match matches.as_slice() {
+            [] => Err(self.not_found(prefix)),
+            [one] => Ok(*one),
+            _ => Err(LookupError::Ambiguous { prefix: prefix.to_owned(), matches }),
+        })
+    }
+
+    fn not_found(&self, prefix: &str) -> LookupError {
+        LookupError::NotFound { prefix: prefix.to_owned(), store: self.root.display().to_string() }
+    }
+
+    pub fn read(&self, id: &StageId, file: &str) -> anyhow::Result<Vec<u8>> {
+        Ok(fs::read(self.stage_dir(id).join(file))?)
+    }
+
+    /// Writes `stage` unless the store has it already. A failure at any point removes what this
+    /// call wrote; a crash leaves at most a `.tmp-*` directory, never a partial stage.
+    pub fn write(&self, stage: &Stage) -> anyhow::Result<WriteOutcome> {
+        let target = self.stage_dir(&stage.id);
+        if target.is_dir() {
+            return Ok(WriteOutcome::Existed);
+        }
+        fs::create_dir_all(&self.root)
+            .with_context(|| format!("failed to create the store `{}`", self.root.display()))?;
+        let tmp = TempDir::create(&self.root, &stage.id)?;
+        for (name, bytes) in &stage.files {
+            write_read_only(&tmp.path.join(name), bytes)?;
+        }
+        fs::File::open(&tmp.path)?.sync_all()?;
+        match std::fs::rename(&tmp.path, &target) {
+            Ok(()) => {
+                tmp.keep();
+                // Make the rename itself durable.
+                fs::File::open(&self.root)?.sync_all()?;
+                Ok(WriteOutcome::Created)
+            }
+            // Another writer won the race; its stage has the same bytes by construction.
+            Err(_) if target.is_dir() => Ok(WriteOutcome::Existed),
+            Err(e) => Err(e).with_context(|| {
+                format!("failed to move the new stage into place at `{}`", target.display())
+            }),
+        }
+    }
+}
+
+fn write_read_only(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    file.write_all(bytes)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o444))?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// A directory removed on drop unless kept: the guard that leaves no debris on failure.
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempDir {
+    fn create(parent: &Path, id: &StageId) -> anyhow::Result<TempDir> {
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let name = format!("{TMP_PREFIX}{id}.{}.{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        let path = parent.join(name);
+        fs::create_dir(&path)?;
+        Ok(TempDir { path, keep: false })
+    }
+
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// One line of `bottle ls`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StageSummary {
+    pub id: String,
+    pub agent: String,
+    pub image: String,
+    /// Bytes of all files.
+    pub size: u64,
+}
+
+impl Store {
+    /// Reads each stage's `spec.json` without re-rendering: listing must stay fast on big stores.
+    /// A stage whose spec cannot be read is listed with `?` for what is unknown.
+    pub fn summaries(&self) -> anyhow::Result<Vec<StageSummary>> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            agent: String,
+            image: String,
+        }
+        let mut out = Vec::new();
+        for id in self.ids()? {
+            let dir = self.stage_dir(&id);
+            let head: Option<Head> = std::fs::read(dir.join(crate::render::SPEC_JSON))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            let size = std::fs::read_dir(&dir)
+                .map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+                .unwrap_or(0);
+            let (agent, image) = head.map_or(("?".into(), "?".into()), |h| (h.agent, h.image));
+            out.push(StageSummary { id: id.to_string(), agent, image, size });
+        }
+        Ok(out)
+    }
+}
