@@ -43,11 +43,21 @@ pub struct UserError {
 
 impl UserError {
     pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
-        UserError { message: message.into(), hint: Some(hint.into()), exit: Exit::Usage }.into()
+        UserError {
+            message: message.into(),
+            hint: Some(hint.into()),
+            exit: Exit::Usage,
+        }
+        .into()
     }
 
     pub fn check_failed(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
-        UserError { message: message.into(), hint: Some(hint.into()), exit: Exit::CheckFailed }.into()
+        UserError {
+            message: message.into(),
+            hint: Some(hint.into()),
+            exit: Exit::CheckFailed,
+        }
+        .into()
     }
 }
 
@@ -72,7 +82,9 @@ pub fn render(error: &anyhow::Error) -> String {
         if let Some(lookup) = cause.downcast_ref::<LookupError>() {
             return Some(lookup.hint());
         }
-        cause.downcast_ref::<UserError>().and_then(|u| u.hint.clone())
+        cause
+            .downcast_ref::<UserError>()
+            .and_then(|u| u.hint.clone())
     });
     if let Some(hint) = hint {
         out.push_str(&format!("\n\nhint: {hint}"));

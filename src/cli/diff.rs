@@ -78,5 +78,9 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
         }
         output::data(&out)?;
     }
-    Ok(if identical { Exit::Success } else { Exit::CheckFailed })
+    Ok(if identical {
+        Exit::Success
+    } else {
+        Exit::CheckFailed
+    })
 }

@@ -39,7 +39,10 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
     let path = store.stage_dir(&stage.id).display().to_string();
     match outcome {
         WriteOutcome::Created => output::note(&format!("created stage {} at {path}", stage.id)),
-        WriteOutcome::Existed => output::note(&format!("stage {} already exists at {path}; nothing written", stage.id)),
+        WriteOutcome::Existed => output::note(&format!(
+            "stage {} already exists at {path}; nothing written",
+            stage.id
+        )),
     }
     if args.json {
         output::json(&GenJson {

@@ -28,15 +28,27 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
     let store = args.store.open();
     let stages = store.summaries()?;
     if args.json {
-        output::json(&LsJson { version: JSON_VERSION, store: store.root().display().to_string(), stages })?;
+        output::json(&LsJson {
+            version: JSON_VERSION,
+            store: store.root().display().to_string(),
+            stages,
+        })?;
         return Ok(Exit::Success);
     }
     if stages.is_empty() {
         output::note(&format!("no stages in `{}`", store.root().display()));
         return Ok(Exit::Success);
     }
-    let agent_width = stages.iter().map(|s| s.agent.len()).max().unwrap_or(0).max(5);
-    let mut out = format!("{:<32}  {:<agent_width$}  {:>9}  IMAGE\n", "ID", "AGENT", "SIZE");
+    let agent_width = stages
+        .iter()
+        .map(|s| s.agent.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let mut out = format!(
+        "{:<32}  {:<agent_width$}  {:>9}  IMAGE\n",
+        "ID", "AGENT", "SIZE"
+    );
     for stage in &stages {
         out.push_str(&format!(
             "{}  {:<agent_width$}  {:>9}  {}\n",

@@ -86,7 +86,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() { Exit::Usage.into() } else { Exit::Success.into() };
+            return if err.use_stderr() {
+                Exit::Usage.into()
+            } else {
+                Exit::Success.into()
+            };
         }
     };
     let result = match cli.command {
@@ -122,7 +126,10 @@ fn load_spec(path: &Path, agent: Option<&str>) -> anyhow::Result<ResolvedSpec> {
                 "write a bottle.toml (see examples/) or pass the manifest's path",
             ))
         }
-        Err(e) => return Err(e).with_context(|| format!("failed to read the manifest `{}`", path.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("failed to read the manifest `{}`", path.display()))
+        }
     };
     let name = path.display().to_string();
     let manifest = Manifest::parse(&name, &text)?;

@@ -75,7 +75,9 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
         line(format!("  {key}={value}"));
     }
     for secret in &spec.secrets {
-        line(format!("  {secret}  (secret: the host's ${secret}, read at run time, never stored)"));
+        line(format!(
+            "  {secret}  (secret: the host's ${secret}, read at run time, never stored)"
+        ));
     }
     line(String::new());
     line("the guest can reach".into());
@@ -95,14 +97,23 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
             }
             SidecarKind::Egress => {
                 for pattern in &spec.egress.allow {
-                    let ports = if pattern.port.is_some() { "" } else { " (ports 443 and 80)" };
+                    let ports = if pattern.port.is_some() {
+                        ""
+                    } else {
+                        " (ports 443 and 80)"
+                    };
                     line(format!("    {pattern}{ports}"));
                 }
             }
-            SidecarKind::Git => line("    a mirror of the workspace repository; pushes stay in the mirror".into()),
+            SidecarKind::Git => {
+                line("    a mirror of the workspace repository; pushes stay in the mirror".into())
+            }
             SidecarKind::Supervise => {
                 if let Some(supervise) = &spec.supervise {
-                    line(format!("    runs on the host: {}", shell_words(&supervise.command)));
+                    line(format!(
+                        "    runs on the host: {}",
+                        shell_words(&supervise.command)
+                    ));
                 }
             }
         }

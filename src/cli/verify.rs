@@ -40,16 +40,26 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
     let ids = if args.ids.is_empty() {
         store.ids()?
     } else {
-        args.ids.iter().map(|text| store.resolve(text)).collect::<anyhow::Result<Vec<_>>>()?
+        args.ids
+            .iter()
+            .map(|text| store.resolve(text))
+            .collect::<anyhow::Result<Vec<_>>>()?
     };
     let reports: Vec<_> = ids.iter().map(|id| verify::verify(&store, id)).collect();
     let damaged = reports.iter().filter(|r| !r.is_intact()).count();
     if args.json {
         let stages = reports
             .into_iter()
-            .map(|r| StageJson { id: r.id.to_string(), intact: r.problems.is_empty(), problems: r.problems })
+            .map(|r| StageJson {
+                id: r.id.to_string(),
+                intact: r.problems.is_empty(),
+                problems: r.problems,
+            })
             .collect();
-        output::json(&VerifyJson { version: JSON_VERSION, stages })?;
+        output::json(&VerifyJson {
+            version: JSON_VERSION,
+            stages,
+        })?;
     } else {
         let mut out = String::new();
         for report in &reports {
@@ -68,8 +78,14 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
         output::note(&match (reports.len(), damaged) {
             (0, _) => format!("no stages in `{}`", store.root().display()),
             (n, 0) => format!("{n} stage{} intact", if n == 1 { "" } else { "s" }),
-            (n, d) => format!("{d} of {n} stages damaged: remove them and regenerate with `bottle gen`"),
+            (n, d) => {
+                format!("{d} of {n} stages damaged: remove them and regenerate with `bottle gen`")
+            }
         });
     }
-    Ok(if damaged == 0 { Exit::Success } else { Exit::CheckFailed })
+    Ok(if damaged == 0 {
+        Exit::Success
+    } else {
+        Exit::CheckFailed
+    })
 }

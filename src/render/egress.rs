@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::spec::cidr::AddressRange;
 use crate::spec::host::HostPattern;
 use crate::spec::ResolvedSpec;
 use crate::STAGE_FORMAT;
@@ -15,6 +16,9 @@ pub struct EgressPolicy {
     /// Hosts the guest may reach. A pattern without a port allows 443 through CONNECT and 80 for
     /// plain HTTP; `*.example.com` matches names below `example.com`, not `example.com` itself.
     pub allow: Vec<HostPattern>,
+    /// Ranges that allowed names may resolve to even though they are private, loopback,
+    /// link-local or otherwise refused by default.
+    pub allow_addresses: Vec<AddressRange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +28,12 @@ pub enum Engine {
 }
 
 pub fn policy(spec: &ResolvedSpec) -> EgressPolicy {
-    EgressPolicy { format: STAGE_FORMAT, engine: Engine::Builtin, allow: spec.egress.allow.clone() }
+    EgressPolicy {
+        format: STAGE_FORMAT,
+        engine: Engine::Builtin,
+        allow: spec.egress.allow.clone(),
+        allow_addresses: spec.egress.allow_addresses.clone(),
+    }
 }
 
 pub fn render(spec: &ResolvedSpec) -> Vec<u8> {

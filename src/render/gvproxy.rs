@@ -49,7 +49,11 @@ pub struct Stack {
     #[serde(rename = "gatewayMacAddress")]
     pub gateway_mac_address: String,
     pub dns: Vec<Zone>,
-    #[serde(rename = "dnsSearchDomains", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "dnsSearchDomains",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub dns_search_domains: Vec<String>,
     /// INBOUND forwards (host -> guest); a stage never has any.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -59,13 +63,21 @@ pub struct Stack {
     pub gateway_virtual_ips: Vec<Ipv4Addr>,
     #[serde(rename = "dhcpStaticLeases")]
     pub dhcp_static_leases: BTreeMap<Ipv4Addr, String>,
-    #[serde(rename = "vpnKitUUIDMacAddresses", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "vpnKitUUIDMacAddresses",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub vpnkit_uuid_mac_addresses: BTreeMap<String, String>,
     #[serde(rename = "ec2MetadataAccess")]
     pub ec2_metadata_access: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub debug: bool,
-    #[serde(rename = "capture-file", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capture-file",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capture_file: Option<String>,
 }
 
@@ -93,10 +105,17 @@ pub fn zones(assignments: &Assignments) -> Vec<Zone> {
     vec![
         Zone {
             name: PROXY_ZONE.to_owned(),
-            records: vec![Record { name: PROXY_RECORD.to_owned(), ip: assignments.proxy_ip }],
+            records: vec![Record {
+                name: PROXY_RECORD.to_owned(),
+                ip: assignments.proxy_ip,
+            }],
             default_ip: None,
         },
-        Zone { name: String::new(), records: Vec::new(), default_ip: None },
+        Zone {
+            name: String::new(),
+            records: Vec::new(),
+            default_ip: None,
+        },
     ]
 }
 

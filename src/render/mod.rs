@@ -20,5 +20,7 @@ pub const STAGE_FILES: [&str; 5] = [EGRESS_TOML, GVPROXY_YAML, PLAN_JSON, SMOLFI
 
 /// Serialises a model to TOML. Values are escaped by the serializer, so no string can add a key.
 fn to_toml<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    toml::to_string_pretty(value).expect("rendered models always serialise to TOML").into_bytes()
+    toml::to_string_pretty(value)
+        .expect("rendered models always serialise to TOML")
+        .into_bytes()
 }

@@ -73,8 +73,14 @@ pub fn plan<'a>(
         network: Network {
             subnet: format!("{}/{SUBNET_PREFIX}", a.subnet),
             prefix: SUBNET_PREFIX,
-            gateway: Endpoint { ip: a.gateway_ip, mac: a.gateway_mac },
-            guest: Endpoint { ip: a.guest_ip, mac: a.guest_mac },
+            gateway: Endpoint {
+                ip: a.gateway_ip,
+                mac: a.gateway_mac,
+            },
+            guest: Endpoint {
+                ip: a.guest_ip,
+                mac: a.guest_mac,
+            },
             dns: a.gateway_ip,
             proxy_name: PROXY_NAME.to_owned(),
             proxy_ip: a.proxy_ip,
@@ -89,7 +95,10 @@ pub fn plan<'a>(
                 host_port: s.host_port,
             })
             .collect(),
-        files: files.into_iter().map(|(name, bytes)| (name.to_owned(), digest(bytes))).collect(),
+        files: files
+            .into_iter()
+            .map(|(name, bytes)| (name.to_owned(), digest(bytes)))
+            .collect(),
     }
 }
 

@@ -68,14 +68,24 @@ pub fn smolfile(spec: &ResolvedSpec, assignments: &Assignments) -> Smolfile {
     Smolfile {
         image: spec.image.clone(),
         entrypoint: spec.command.clone(),
-        env: guest_env(spec, assignments).into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        env: guest_env(spec, assignments)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
         workdir: spec.workdir.clone(),
         cpus: spec.cpus,
         memory: spec.memory_mib,
         secrets: spec
             .secrets
             .iter()
-            .map(|name| (name.clone(), SecretRef { from_env: name.clone() }))
+            .map(|name| {
+                (
+                    name.clone(),
+                    SecretRef {
+                        from_env: name.clone(),
+                    },
+                )
+            })
             .collect(),
     }
 }

@@ -35,15 +35,26 @@ pub struct Location {
 
 impl SpecError {
     pub fn new(file: &str, message: impl Into<String>) -> Self {
-        SpecError { file: file.to_owned(), message: message.into(), help: None, location: None }
+        SpecError {
+            file: file.to_owned(),
+            message: message.into(),
+            help: None,
+            location: None,
+        }
     }
 
     pub fn at(file: &str, text: &str, span: Range<usize>, message: impl Into<String>) -> Self {
-        SpecError { location: Some(Location::of(text, span)), ..SpecError::new(file, message) }
+        SpecError {
+            location: Some(Location::of(text, span)),
+            ..SpecError::new(file, message)
+        }
     }
 
     pub fn invalid(file: &str, text: &str, span: Range<usize>, invalid: Invalid) -> Self {
-        SpecError { help: invalid.help, ..SpecError::at(file, text, span, invalid.message) }
+        SpecError {
+            help: invalid.help,
+            ..SpecError::at(file, text, span, invalid.message)
+        }
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -84,7 +95,12 @@ impl fmt::Display for SpecError {
                 writeln!(f, "{gutter}--> {}:{}:{}", self.file, at.line, at.column)?;
                 writeln!(f, "{gutter} |")?;
                 writeln!(f, "{} | {}", at.line, at.source_line)?;
-                write!(f, "{gutter} | {}{}", " ".repeat(at.column - 1), "^".repeat(at.width))?;
+                write!(
+                    f,
+                    "{gutter} | {}{}",
+                    " ".repeat(at.column - 1),
+                    "^".repeat(at.width)
+                )?;
                 if let Some(help) = &self.help {
                     write!(f, "\n{gutter} = help: {help}")?;
                 }
@@ -109,7 +125,8 @@ mod tests {
     #[test]
     fn points_at_line_and_column() {
         let text = "[a]\nx = 1\ncpu = 2\n";
-        let e = SpecError::at("b.toml", text, 12..15, "unknown key `cpu`").help("did you mean `cpus`?");
+        let e =
+            SpecError::at("b.toml", text, 12..15, "unknown key `cpu`").help("did you mean `cpus`?");
         assert_eq!(
             e.to_string(),
             "unknown key `cpu`\n --> b.toml:3:1\n  |\n3 | cpu = 2\n  | ^^^\n  = help: did you mean `cpus`?"

@@ -76,33 +76,43 @@ impl FromStr for HostPattern {
             return Err(Invalid::new("empty host pattern").help(hint));
         }
         if text.contains("://") || text.contains('/') {
-            return Err(Invalid::new(format!("`{text}` looks like a URL, not a host"))
-                .help("write only the host and, if needed, the port: `example.com:443`"));
+            return Err(
+                Invalid::new(format!("`{text}` looks like a URL, not a host"))
+                    .help("write only the host and, if needed, the port: `example.com:443`"),
+            );
         }
         // IPv6 literals carry colons, so they must be bracketed to take a port.
         if let Some(rest) = text.strip_prefix('[') {
             let (addr, after) = rest
                 .split_once(']')
                 .ok_or_else(|| Invalid::new(format!("`{text}` has no closing `]`")).help(hint))?;
-            let ip = addr.parse::<Ipv6Addr>().map_err(|_| {
-                Invalid::new(format!("`{addr}` is not an IPv6 address")).help(hint)
-            })?;
+            let ip = addr
+                .parse::<Ipv6Addr>()
+                .map_err(|_| Invalid::new(format!("`{addr}` is not an IPv6 address")).help(hint))?;
             let port = match after {
                 "" => None,
                 _ => Some(parse_port(after.strip_prefix(':').unwrap_or(after), text)?),
             };
-            return Ok(HostPattern { host: HostMatch::Ipv6(ip), port });
+            return Ok(HostPattern {
+                host: HostMatch::Ipv6(ip),
+                port,
+            });
         }
         if text.parse::<Ipv6Addr>().is_ok() {
-            return Err(Invalid::new(format!("IPv6 address `{text}` must be in brackets"))
-                .help(format!("write `[{text}]`, or `[{text}]:443` with a port")));
+            return Err(
+                Invalid::new(format!("IPv6 address `{text}` must be in brackets"))
+                    .help(format!("write `[{text}]`, or `[{text}]:443` with a port")),
+            );
         }
         let (host, port) = match text.rsplit_once(':') {
             Some((host, port)) => (host, Some(parse_port(port, text)?)),
             None => (text, None),
         };
         if let Ok(ip) = host.parse::<Ipv4Addr>() {
-            return Ok(HostPattern { host: HostMatch::Ipv4(ip), port });
+            return Ok(HostPattern {
+                host: HostMatch::Ipv4(ip),
+                port,
+            });
         }
         if host.ends_with('.') {
             return Err(Invalid::new(format!("host `{host}` ends with a dot"))
@@ -114,15 +124,20 @@ impl FromStr for HostPattern {
             None => (false, lower.as_str()),
         };
         if name.contains('*') {
-            return Err(Invalid::new(format!("`{host}` has a `*` that can never match"))
-                .help("a wildcard may only stand as the whole first label, as in `*.example.com`"));
+            return Err(
+                Invalid::new(format!("`{host}` has a `*` that can never match")).help(
+                    "a wildcard may only stand as the whole first label, as in `*.example.com`",
+                ),
+            );
         }
         check_dns_name(name).map_err(|why| {
             Invalid::new(format!("`{host}` is not a valid host name: {why}")).help(hint)
         })?;
         if wildcard && !name.contains('.') {
-            return Err(Invalid::new(format!("`{host}` would allow a whole top-level domain"))
-                .help("name the organisation's domain, as in `*.example.com`"));
+            return Err(
+                Invalid::new(format!("`{host}` would allow a whole top-level domain"))
+                    .help("name the organisation's domain, as in `*.example.com`"),
+            );
         }
         let host = if wildcard {
             HostMatch::Subdomains(name.to_owned())
@@ -160,13 +175,20 @@ fn check_dns_name(name: &str) -> Result<(), String> {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
         {
-            return Err(format!("`{}` is not allowed in a host name", bad.escape_default()));
+            return Err(format!(
+                "`{}` is not allowed in a host name",
+                bad.escape_default()
+            ));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err(format!("label `{label}` starts or ends with `-`"));
         }
     }
-    if name.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err("its last label is all digits (an IPv4 address has four numbers)".into());
     }
     Ok(())
@@ -197,7 +219,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> HostPattern {
-        text.parse().unwrap_or_else(|e: Invalid| panic!("{text}: {}", e.message))
+        text.parse()
+            .unwrap_or_else(|e: Invalid| panic!("{text}: {}", e.message))
     }
 
     #[test]
@@ -221,8 +244,20 @@ mod tests {
     #[test]
     fn rejects_patterns_that_cannot_match() {
         for bad in [
-            "", "*", "*.com", "a*.example.com", "foo..bar", "example.com.", "https://x.org",
-            "x.org:0", "x.org:65536", "x.org:08", "-a.org", "b\u{e9}b\u{e9}.fr", "::1", "1.2.3",
+            "",
+            "*",
+            "*.com",
+            "a*.example.com",
+            "foo..bar",
+            "example.com.",
+            "https://x.org",
+            "x.org:0",
+            "x.org:65536",
+            "x.org:08",
+            "-a.org",
+            "b\u{e9}b\u{e9}.fr",
+            "::1",
+            "1.2.3",
             "a b.org",
         ] {
             assert!(bad.parse::<HostPattern>().is_err(), "{bad:?} was accepted");

@@ -8,6 +8,7 @@ use std::ops::Range;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::cidr::AddressRange;
 use super::diagnostic::SpecError;
 use super::host::HostPattern;
 use super::resolved::{self, Egress, ResolvedSpec, Supervise};
@@ -56,6 +57,8 @@ struct RawBottle {
 struct RawEgress {
     #[serde(default)]
     allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_addresses: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,7 +79,6 @@ pub struct Manifest {
 
 #[derive(Debug)]
 struct Agent {
-    name_span: Range<usize>,
     bottle: Spanned<String>,
     command: Vec<String>,
     env: BTreeMap<String, String>,
@@ -91,6 +93,7 @@ struct Bottle {
     workdir: String,
     env: BTreeMap<String, String>,
     allow: BTreeSet<HostPattern>,
+    allow_addresses: BTreeSet<AddressRange>,
     git: bool,
     supervise: Option<Vec<String>>,
 }
@@ -108,24 +111,39 @@ impl Manifest {
         let mut agents = BTreeMap::new();
         for (name, agent) in raw.agents {
             checker.check(name.span(), validate::name(name.get_ref()))?;
-            let agent = checker.agent(name.span(), agent)?;
+            let agent = checker.agent(agent)?;
             let Some(bottle) = bottles.get(agent.bottle.get_ref()) else {
                 let known: Vec<&str> = bottles.keys().map(String::as_str).collect();
                 let err = SpecError::at(
                     file,
                     text,
                     agent.bottle.span(),
-                    format!("agent `{}` uses bottle `{}`, which is not defined", name.get_ref(), agent.bottle.get_ref()),
+                    format!(
+                        "agent `{}` uses bottle `{}`, which is not defined",
+                        name.get_ref(),
+                        agent.bottle.get_ref()
+                    ),
                 );
-                return Err(match validate::did_you_mean(agent.bottle.get_ref(), known.iter().copied()) {
-                    Some(near) => err.help(format!("did you mean `{near}`?")),
-                    None => err.help(format!("define it as [bottles.{}]", agent.bottle.get_ref())),
-                });
+                return Err(
+                    match validate::did_you_mean(agent.bottle.get_ref(), known.iter().copied()) {
+                        Some(near) => err.help(format!("did you mean `{near}`?")),
+                        None => {
+                            err.help(format!("define it as [bottles.{}]", agent.bottle.get_ref()))
+                        }
+                    },
+                );
             };
             for (secret, span) in &agent.secrets {
                 if agent.env.contains_key(secret) || bottle.env.contains_key(secret) {
-                    return Err(SpecError::at(file, text, span.clone(), format!("`{secret}` is both a secret and a plain variable"))
-                        .help("a secret's value comes from the host at run time; remove it from `env`"));
+                    return Err(SpecError::at(
+                        file,
+                        text,
+                        span.clone(),
+                        format!("`{secret}` is both a secret and a plain variable"),
+                    )
+                    .help(
+                        "a secret's value comes from the host at run time; remove it from `env`",
+                    ));
                 }
             }
             agents.insert(name.into_inner(), agent);
@@ -135,7 +153,12 @@ impl Manifest {
                 "add one, as in:\n\n  [agents.claude]\n  bottle = \"default\"\n  command = [\"claude\"]\n\n  [bottles.default]\n  image = \"docker.io/library/node:22-bookworm\"",
             ));
         }
-        Ok(Manifest { file: file.to_owned(), text: text.to_owned(), agents, bottles })
+        Ok(Manifest {
+            file: file.to_owned(),
+            text: text.to_owned(),
+            agents,
+            bottles,
+        })
     }
 
     pub fn agent_names(&self) -> impl Iterator<Item = &str> {
@@ -144,13 +167,21 @@ impl Manifest {
 
     /// Resolves the chosen agent; `None` picks the only one.
     pub fn resolve(&self, agent: Option<&str>) -> Result<ResolvedSpec, SpecError> {
-        let names = || self.agent_names().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        let names = || {
+            self.agent_names()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let name = match agent {
             Some(name) => name,
             None if self.agents.len() == 1 => self.agents.keys().next().expect("one agent"),
             None => {
-                return Err(SpecError::new(&self.file, "the manifest defines several agents; choose one")
-                    .help(format!("pass `--agent NAME` with one of {}", names())))
+                return Err(SpecError::new(
+                    &self.file,
+                    "the manifest defines several agents; choose one",
+                )
+                .help(format!("pass `--agent NAME` with one of {}", names())))
             }
         };
         let Some(agent_def) = self.agents.get(name) else {
@@ -160,7 +191,6 @@ impl Manifest {
                 None => err.help(format!("the agents are {}", names())),
             });
         };
-        let _ = &agent_def.name_span;
         let bottle = &self.bottles[agent_def.bottle.get_ref()];
         let mut env = bottle.env.clone();
         env.extend(agent_def.env.clone());
@@ -174,9 +204,15 @@ impl Manifest {
             memory_mib: bottle.memory_mib,
             env,
             secrets: agent_def.secrets.keys().cloned().collect(),
-            egress: Egress { allow: bottle.allow.iter().cloned().collect() },
+            egress: Egress {
+                allow: bottle.allow.iter().cloned().collect(),
+                allow_addresses: bottle.allow_addresses.iter().copied().collect(),
+            },
             git: bottle.git,
-            supervise: bottle.supervise.clone().map(|command| Supervise { command }),
+            supervise: bottle
+                .supervise
+                .clone()
+                .map(|command| Supervise { command }),
         };
         debug_assert!(spec.check().is_ok(), "manifest checks imply spec checks");
         Ok(spec)
@@ -188,7 +224,8 @@ impl Manifest {
 }
 
 fn deserialize(file: &str, text: &str) -> Result<RawManifest, SpecError> {
-    let deserializer = toml::de::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, ""))?;
+    let deserializer =
+        toml::de::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, ""))?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = table_path(e.path());
         toml_error(file, text, e.inner(), &path)
@@ -218,7 +255,11 @@ fn toml_error(file: &str, text: &str, error: &toml::de::Error, path: &str) -> Sp
             None if valid.is_empty() => err,
             None => err.help(format!(
                 "valid keys here: {}",
-                valid.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+                valid
+                    .iter()
+                    .map(|v| format!("`{v}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         };
     }
@@ -228,8 +269,9 @@ fn toml_error(file: &str, text: &str, error: &toml::de::Error, path: &str) -> Sp
             .help(format!("add `{key} = …` to this table"));
     }
     if message.starts_with("invalid type") {
-        return SpecError::at(file, text, span, format!("{message}{path}"))
-            .help("check the value's type: strings are quoted, lists are in `[...]`, tables in `{...}`");
+        return SpecError::at(file, text, span, format!("{message}{path}")).help(
+            "check the value's type: strings are quoted, lists are in `[...]`, tables in `{...}`",
+        );
     }
     SpecError::at(file, text, span, format!("{message}{path}"))
 }
@@ -244,7 +286,11 @@ impl Checker<'_> {
         result.map_err(|invalid| SpecError::invalid(self.file, self.text, span, invalid))
     }
 
-    fn strings(&self, list: Vec<Spanned<String>>, check: fn(&str) -> Result<(), Invalid>) -> Result<Vec<String>, SpecError> {
+    fn strings(
+        &self,
+        list: Vec<Spanned<String>>,
+        check: fn(&str) -> Result<(), Invalid>,
+    ) -> Result<Vec<String>, SpecError> {
         list.into_iter()
             .map(|item| {
                 self.check(item.span(), check(item.get_ref()))?;
@@ -253,10 +299,20 @@ impl Checker<'_> {
             .collect()
     }
 
-    fn command(&self, command: Spanned<Vec<Spanned<String>>>, supervise: bool) -> Result<Vec<String>, SpecError> {
+    fn command(
+        &self,
+        command: Spanned<Vec<Spanned<String>>>,
+        supervise: bool,
+    ) -> Result<Vec<String>, SpecError> {
         let span = command.span();
-        let argv = self.strings(command.into_inner(), |arg| validate::no_nul("a command argument", arg))?;
-        let check = if supervise { validate::supervise_command } else { validate::command };
+        let argv = self.strings(command.into_inner(), |arg| {
+            validate::no_nul("a command argument", arg)
+        })?;
+        let check = if supervise {
+            validate::supervise_command
+        } else {
+            validate::command
+        };
         self.check(span, check(&argv))?;
         Ok(argv)
     }
@@ -271,14 +327,13 @@ impl Checker<'_> {
         Ok(out)
     }
 
-    fn agent(&self, name_span: Range<usize>, raw: RawAgent) -> Result<Agent, SpecError> {
+    fn agent(&self, raw: RawAgent) -> Result<Agent, SpecError> {
         let mut secrets = BTreeMap::new();
         for secret in raw.secrets {
             self.check(secret.span(), validate::user_env_key(secret.get_ref()))?;
             secrets.insert(secret.get_ref().clone(), secret.span());
         }
         Ok(Agent {
-            name_span,
             bottle: raw.bottle,
             command: self.command(raw.command, false)?,
             env: self.env(raw.env)?,
@@ -297,8 +352,11 @@ impl Checker<'_> {
                 let result = match memory.get_ref() {
                     toml::Value::Integer(mib) => validate::memory_mib(*mib),
                     toml::Value::String(text) => validate::memory_text(text),
-                    other => Err(Invalid::new(format!("memory is a {}, not a size", other.type_str()))
-                        .help("write a size such as `4GiB`, `512MiB` or a number of MiB")),
+                    other => Err(Invalid::new(format!(
+                        "memory is a {}, not a size",
+                        other.type_str()
+                    ))
+                    .help("write a size such as `4GiB`, `512MiB` or a number of MiB")),
                 };
                 self.check(memory.span(), result)?
             }
@@ -311,9 +369,18 @@ impl Checker<'_> {
             }
             None => resolved::DEFAULT_WORKDIR.to_owned(),
         };
+        let egress = raw.egress.unwrap_or(RawEgress {
+            allow: Vec::new(),
+            allow_addresses: Vec::new(),
+        });
         let mut allow = BTreeSet::new();
-        for pattern in raw.egress.map(|e| e.allow).unwrap_or_default() {
+        for pattern in egress.allow {
             allow.insert(self.check(pattern.span(), pattern.get_ref().parse::<HostPattern>())?);
+        }
+        let mut allow_addresses = BTreeSet::new();
+        for range in egress.allow_addresses {
+            allow_addresses
+                .insert(self.check(range.span(), range.get_ref().parse::<AddressRange>())?);
         }
         Ok(Bottle {
             image: raw.image.into_inner(),
@@ -322,8 +389,12 @@ impl Checker<'_> {
             workdir,
             env: self.env(raw.env)?,
             allow,
+            allow_addresses,
             git: raw.git,
-            supervise: raw.supervise.map(|s| self.command(s.command, true)).transpose()?,
+            supervise: raw
+                .supervise
+                .map(|s| self.command(s.command, true))
+                .transpose()?,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The spec: the user's `bottle.toml`, parsed strictly, checked, and resolved for one agent into
 //! the canonical form a stage is hashed from. Pure: it reads text it is given and touches nothing.
 
+pub mod cidr;
 pub mod diagnostic;
 pub mod host;
 pub mod manifest;

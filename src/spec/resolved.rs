@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::cidr::AddressRange;
 use super::host::HostPattern;
 use super::validate::{self, Invalid};
 use crate::STAGE_FORMAT;
@@ -39,6 +40,9 @@ pub struct ResolvedSpec {
 pub struct Egress {
     /// Sorted and without duplicates.
     pub allow: Vec<HostPattern>,
+    /// Address ranges that allowed names may resolve to although they are private or local,
+    /// opened on purpose (a company registry). Sorted and without duplicates.
+    pub allow_addresses: Vec<AddressRange>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +77,9 @@ impl ResolvedSpec {
         }
         spec.check()?;
         if spec.canonical_bytes() != bytes {
-            return Err(Invalid::new("not in canonical form (re-encoding it changes its bytes)"));
+            return Err(Invalid::new(
+                "not in canonical form (re-encoding it changes its bytes)",
+            ));
         }
         Ok(spec)
     }
@@ -93,11 +99,20 @@ impl ResolvedSpec {
         for secret in &self.secrets {
             validate::user_env_key(secret)?;
             if self.env.contains_key(secret) {
-                return Err(Invalid::new(format!("`{secret}` is both a secret and a variable")));
+                return Err(Invalid::new(format!(
+                    "`{secret}` is both a secret and a variable"
+                )));
             }
         }
         if !self.egress.allow.windows(2).all(|w| w[0] < w[1]) {
-            return Err(Invalid::new("egress.allow is not sorted and free of duplicates"));
+            return Err(Invalid::new(
+                "egress.allow is not sorted and free of duplicates",
+            ));
+        }
+        if !self.egress.allow_addresses.windows(2).all(|w| w[0] < w[1]) {
+            return Err(Invalid::new(
+                "egress.allow_addresses is not sorted and free of duplicates",
+            ));
         }
         if let Some(supervise) = &self.supervise {
             validate::supervise_command(&supervise.command)?;

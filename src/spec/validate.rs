@@ -12,7 +12,10 @@ pub struct Invalid {
 
 impl Invalid {
     pub fn new(message: impl Into<String>) -> Self {
-        Invalid { message: message.into(), help: None }
+        Invalid {
+            message: message.into(),
+            help: None,
+        }
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -43,8 +46,13 @@ pub const MAX_CPUS: i64 = 16;
 pub fn name(text: &str) -> Result<(), Invalid> {
     let help = "a name is 1 to 64 letters, digits, `_` or `-`, starting with a letter or digit, \
                 with no `--` and no trailing `-`";
-    let first_ok = text.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let chars_ok = text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let first_ok = text
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let chars_ok = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if text.is_empty()
         || text.len() > MAX_NAME_LEN
         || !first_ok
@@ -60,10 +68,14 @@ pub fn name(text: &str) -> Result<(), Invalid> {
 /// A POSIX-portable environment variable name.
 pub fn env_key(text: &str) -> Result<(), Invalid> {
     let mut chars = text.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(Invalid::new(format!("invalid variable name `{}`", text.escape_debug()))
-            .help("a variable name is letters, digits and `_`, not starting with a digit"));
+        return Err(
+            Invalid::new(format!("invalid variable name `{}`", text.escape_debug()))
+                .help("a variable name is letters, digits and `_`, not starting with a digit"),
+        );
     }
     Ok(())
 }
@@ -98,10 +110,14 @@ pub fn no_nul(what: &str, text: &str) -> Result<(), Invalid> {
 }
 
 pub fn image(text: &str) -> Result<(), Invalid> {
-    if text.is_empty() || text.len() > 512 || text.chars().any(|c| c.is_whitespace() || c.is_control())
+    if text.is_empty()
+        || text.len() > 512
+        || text.chars().any(|c| c.is_whitespace() || c.is_control())
     {
-        return Err(Invalid::new(format!("invalid image reference `{}`", text.escape_debug()))
-            .help("write an OCI reference such as `docker.io/library/node:22-bookworm`"));
+        return Err(
+            Invalid::new(format!("invalid image reference `{}`", text.escape_debug()))
+                .help("write an OCI reference such as `docker.io/library/node:22-bookworm`"),
+        );
     }
     Ok(())
 }
@@ -111,7 +127,9 @@ pub fn command(argv: &[String]) -> Result<(), Invalid> {
         None => Err(Invalid::new("the command is empty")
             .help("write the program and its arguments, as in `[\"claude\", \"--help\"]`")),
         Some(program) if program.is_empty() => Err(Invalid::new("the program name is empty")),
-        Some(_) => argv.iter().try_for_each(|arg| no_nul("a command argument", arg)),
+        Some(_) => argv
+            .iter()
+            .try_for_each(|arg| no_nul("a command argument", arg)),
     }
 }
 
@@ -119,9 +137,12 @@ pub fn command(argv: &[String]) -> Result<(), Invalid> {
 pub fn supervise_command(argv: &[String]) -> Result<(), Invalid> {
     command(argv)?;
     if !argv.iter().any(|arg| arg.contains("{port}")) {
-        return Err(Invalid::new("the supervise command never mentions `{port}`")
-            .help("bottle picks the host port at run time and passes it where `{port}` appears, \
-                   as in `[\"my-supervisor\", \"--listen\", \"127.0.0.1:{port}\"]`"));
+        return Err(
+            Invalid::new("the supervise command never mentions `{port}`").help(
+                "bottle picks the host port at run time and passes it where `{port}` appears, \
+                   as in `[\"my-supervisor\", \"--listen\", \"127.0.0.1:{port}\"]`",
+            ),
+        );
     }
     Ok(())
 }
@@ -129,7 +150,9 @@ pub fn supervise_command(argv: &[String]) -> Result<(), Invalid> {
 pub fn workdir(text: &str) -> Result<(), Invalid> {
     let help = "write an absolute path inside the VM, such as `/workspace`";
     if !text.starts_with('/') {
-        return Err(Invalid::new(format!("workdir `{}` is not absolute", text.escape_debug())).help(help));
+        return Err(
+            Invalid::new(format!("workdir `{}` is not absolute", text.escape_debug())).help(help),
+        );
     }
     no_nul("workdir", text)?;
     if text.contains(':') || text.chars().any(char::is_control) {
@@ -138,8 +161,10 @@ pub fn workdir(text: &str) -> Result<(), Invalid> {
     let normal = text.len() == 1
         || (!text.ends_with('/') && text[1..].split('/').all(|c| !matches!(c, "" | "." | "..")));
     if !normal {
-        return Err(Invalid::new(format!("workdir `{text}` is not a normalised path"))
-            .help("no `.` or `..` components, no `//`, no trailing `/`"));
+        return Err(
+            Invalid::new(format!("workdir `{text}` is not a normalised path"))
+                .help("no `.` or `..` components, no `//`, no trailing `/`"),
+        );
     }
     Ok(())
 }
@@ -148,7 +173,8 @@ pub fn cpus(value: i64) -> Result<u8, Invalid> {
     if (1..=MAX_CPUS).contains(&value) {
         Ok(value as u8)
     } else {
-        Err(Invalid::new(format!("{value} CPUs is out of range")).help("cpus is a whole number from 1 to 16"))
+        Err(Invalid::new(format!("{value} CPUs is out of range"))
+            .help("cpus is a whole number from 1 to 16"))
     }
 }
 
@@ -158,18 +184,24 @@ const MEMORY_HELP: &str = "write a size such as `4GiB`, `512MiB` or a number of 
 /// A memory size, as a whole number of MiB or a string with a binary unit.
 pub fn memory_mib(value: i64) -> Result<u32, Invalid> {
     if value < i64::from(MIN_MEMORY_MIB) {
-        return Err(Invalid::new(format!("{value} MiB of memory is below smolvm's floor of 64 MiB"))
-            .help(MEMORY_HELP));
+        return Err(Invalid::new(format!(
+            "{value} MiB of memory is below smolvm's floor of 64 MiB"
+        ))
+        .help(MEMORY_HELP));
     }
     if value > i64::from(MAX_MEMORY_MIB) {
-        return Err(Invalid::new(format!("{value} MiB of memory is more than 1 TiB")).help(MEMORY_HELP));
+        return Err(
+            Invalid::new(format!("{value} MiB of memory is more than 1 TiB")).help(MEMORY_HELP),
+        );
     }
     Ok(value as u32)
 }
 
 pub fn memory_text(text: &str) -> Result<u32, Invalid> {
     let trimmed = text.trim();
-    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
     let scale: Option<u64> = match unit.trim() {
         "" | "M" | "MiB" => Some(1),
@@ -190,7 +222,10 @@ pub fn memory_text(text: &str) -> Result<u32, Invalid> {
 }
 
 /// Candidate closest to `word` by edit distance, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (edit_distance(word, c), c))
@@ -235,7 +270,10 @@ mod tests {
         assert_eq!(memory_text("4 GiB"), Ok(4096));
         assert_eq!(memory_text("64"), Ok(64));
         assert!(memory_text("63MiB").is_err());
-        assert!(memory_text("4GB").unwrap_err().message.contains("ambiguous"));
+        assert!(memory_text("4GB")
+            .unwrap_err()
+            .message
+            .contains("ambiguous"));
         assert!(memory_text("lots").is_err());
         assert!(memory_text("99999999999999999999GiB").is_err());
         assert!(memory_mib(2 * 1024 * 1024).is_err());
@@ -243,7 +281,10 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(did_you_mean("cpu", ["image", "cpus", "memory"]), Some("cpus"));
+        assert_eq!(
+            did_you_mean("cpu", ["image", "cpus", "memory"]),
+            Some("cpus")
+        );
         assert_eq!(did_you_mean("zzzzzz", ["image", "cpus"]), None);
     }
 

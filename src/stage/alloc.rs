@@ -30,7 +30,11 @@ pub enum SidecarKind {
 }
 
 impl SidecarKind {
-    pub const ALL: [SidecarKind; 3] = [SidecarKind::Egress, SidecarKind::Git, SidecarKind::Supervise];
+    pub const ALL: [SidecarKind; 3] = [
+        SidecarKind::Egress,
+        SidecarKind::Git,
+        SidecarKind::Supervise,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -111,7 +115,9 @@ impl Serialize for MacAddr {
 
 impl<'de> Deserialize<'de> for MacAddr {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -171,7 +177,11 @@ pub fn allocate(id: &StageId, spec: &ResolvedSpec) -> Assignments {
         }
         let host_port = HOST_PORT_FIRST + offset as u16;
         taken.push(host_port);
-        sidecars.push(SidecarAssignment { kind, guest_port: kind.guest_port(), host_port });
+        sidecars.push(SidecarAssignment {
+            kind,
+            guest_port: kind.guest_port(),
+            host_port,
+        });
     }
 
     Assignments {

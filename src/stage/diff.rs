@@ -10,15 +10,29 @@ use super::Stage;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
-    Changed { what: String, before: String, after: String },
-    Added { what: String, value: String },
-    Removed { what: String, value: String },
+    Changed {
+        what: String,
+        before: String,
+        after: String,
+    },
+    Added {
+        what: String,
+        value: String,
+    },
+    Removed {
+        what: String,
+        value: String,
+    },
 }
 
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Change::Changed { what, before, after } => write!(f, "~ {what}: {before} -> {after}"),
+            Change::Changed {
+                what,
+                before,
+                after,
+            } => write!(f, "~ {what}: {before} -> {after}"),
             Change::Added { what, value } => write!(f, "+ {what}: {value}"),
             Change::Removed { what, value } => write!(f, "- {what}: {value}"),
         }
@@ -36,22 +50,48 @@ pub fn summary(a: &Stage, b: &Stage) -> Vec<Change> {
     let (sa, sb) = (&a.spec, &b.spec);
     let mut scalar = |what: &str, before: String, after: String| {
         if before != after {
-            changes.push(Change::Changed { what: what.to_owned(), before, after });
+            changes.push(Change::Changed {
+                what: what.to_owned(),
+                before,
+                after,
+            });
         }
     };
     scalar("agent", sa.agent.clone(), sb.agent.clone());
     scalar("image", sa.image.clone(), sb.image.clone());
-    scalar("command", shell_words(&sa.command), shell_words(&sb.command));
+    scalar(
+        "command",
+        shell_words(&sa.command),
+        shell_words(&sb.command),
+    );
     scalar("workdir", sa.workdir.clone(), sb.workdir.clone());
     scalar("cpus", sa.cpus.to_string(), sb.cpus.to_string());
-    scalar("memory", format!("{} MiB", sa.memory_mib), format!("{} MiB", sb.memory_mib));
+    scalar(
+        "memory",
+        format!("{} MiB", sa.memory_mib),
+        format!("{} MiB", sb.memory_mib),
+    );
     scalar("git", sa.git.to_string(), sb.git.to_string());
-    let supervise = |s: &Stage| s.spec.supervise.as_ref().map_or("none".to_owned(), |s| shell_words(&s.command));
+    let supervise = |s: &Stage| {
+        s.spec
+            .supervise
+            .as_ref()
+            .map_or("none".to_owned(), |s| shell_words(&s.command))
+    };
     scalar("supervise", supervise(a), supervise(b));
-    scalar("subnet", a.plan.network.subnet.clone(), b.plan.network.subnet.clone());
+    scalar(
+        "subnet",
+        a.plan.network.subnet.clone(),
+        b.plan.network.subnet.clone(),
+    );
 
     map_changes(&mut changes, "env", &sa.env, &sb.env);
-    set_changes(&mut changes, "secret", sa.secrets.iter().cloned().collect(), sb.secrets.iter().cloned().collect());
+    set_changes(
+        &mut changes,
+        "secret",
+        sa.secrets.iter().cloned().collect(),
+        sb.secrets.iter().cloned().collect(),
+    );
     set_changes(
         &mut changes,
         "egress",
@@ -62,17 +102,30 @@ pub fn summary(a: &Stage, b: &Stage) -> Vec<Change> {
         s.plan
             .sidecars
             .iter()
-            .map(|c| (c.name.name().to_owned(), format!("guest port {}, host port {}", c.guest_port, c.host_port)))
+            .map(|c| {
+                (
+                    c.name.name().to_owned(),
+                    format!("guest port {}, host port {}", c.guest_port, c.host_port),
+                )
+            })
             .collect()
     };
     map_changes(&mut changes, "sidecar", &sidecars(a), &sidecars(b));
     changes
 }
 
-fn map_changes(out: &mut Vec<Change>, kind: &str, a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) {
+fn map_changes(
+    out: &mut Vec<Change>,
+    kind: &str,
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+) {
     for (key, before) in a {
         match b.get(key) {
-            None => out.push(Change::Removed { what: format!("{kind} {key}"), value: before.clone() }),
+            None => out.push(Change::Removed {
+                what: format!("{kind} {key}"),
+                value: before.clone(),
+            }),
             Some(after) if after != before => out.push(Change::Changed {
                 what: format!("{kind} {key}"),
                 before: before.clone(),
@@ -82,16 +135,25 @@ fn map_changes(out: &mut Vec<Change>, kind: &str, a: &BTreeMap<String, String>, 
         }
     }
     for (key, after) in b.iter().filter(|(k, _)| !a.contains_key(*k)) {
-        out.push(Change::Added { what: format!("{kind} {key}"), value: after.clone() });
+        out.push(Change::Added {
+            what: format!("{kind} {key}"),
+            value: after.clone(),
+        });
     }
 }
 
 fn set_changes(out: &mut Vec<Change>, kind: &str, a: BTreeSet<String>, b: BTreeSet<String>) {
     for gone in a.difference(&b) {
-        out.push(Change::Removed { what: kind.to_owned(), value: gone.clone() });
+        out.push(Change::Removed {
+            what: kind.to_owned(),
+            value: gone.clone(),
+        });
     }
     for new in b.difference(&a) {
-        out.push(Change::Added { what: kind.to_owned(), value: new.clone() });
+        out.push(Change::Added {
+            what: kind.to_owned(),
+            value: new.clone(),
+        });
     }
 }
 
@@ -110,7 +172,10 @@ pub fn file_diffs(a: &Stage, b: &Stage) -> Vec<FileDiff> {
             .context_radius(3)
             .header(&format!("a/{}/{name}", a.id), &format!("b/{}/{name}", b.id))
             .to_string();
-        diffs.push(FileDiff { file: name.to_owned(), unified });
+        diffs.push(FileDiff {
+            file: name.to_owned(),
+            unified,
+        });
     }
     diffs
 }
@@ -120,7 +185,9 @@ pub fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|arg| {
             let plain = !arg.is_empty()
-                && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,{}".contains(c));
+                && arg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,{}".contains(c));
             if plain {
                 arg.clone()
             } else {

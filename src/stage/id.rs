@@ -58,7 +58,9 @@ impl FromStr for StageId {
 
     fn from_str(text: &str) -> Result<StageId, String> {
         if text.len() != ID_HEX_LEN || !is_lower_hex(text) {
-            return Err(format!("`{text}` is not a stage id (32 lower-case hex digits)"));
+            return Err(format!(
+                "`{text}` is not a stage id (32 lower-case hex digits)"
+            ));
         }
         let mut id = [0u8; ID_BYTES];
         for (i, byte) in id.iter_mut().enumerate() {
@@ -69,7 +71,8 @@ impl FromStr for StageId {
 }
 
 pub fn is_lower_hex(text: &str) -> bool {
-    text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    text.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Serialize for StageId {
@@ -80,7 +83,9 @@ impl Serialize for StageId {
 
 impl<'de> Deserialize<'de> for StageId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -93,7 +98,9 @@ mod tests {
         let id = StageId::of_canonical_spec(b"{}\n");
         assert_eq!(id.to_hex().len(), 32);
         assert_eq!(id.to_hex().parse::<StageId>().unwrap(), id);
-        assert!("ABCDEF0123456789abcdef0123456789".parse::<StageId>().is_err());
+        assert!("ABCDEF0123456789abcdef0123456789"
+            .parse::<StageId>()
+            .is_err());
     }
 
     #[test]

@@ -25,7 +25,10 @@ pub struct Stage {
 
 impl Stage {
     pub fn file(&self, name: &str) -> Option<&[u8]> {
-        self.files.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice())
+        self.files
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| b.as_slice())
     }
 
     pub fn size(&self) -> u64 {
@@ -41,7 +44,10 @@ pub fn build(spec: &ResolvedSpec) -> Stage {
     let mut files: Vec<(&'static str, Vec<u8>)> = vec![
         (render::EGRESS_TOML, render::egress::render(spec)),
         (render::GVPROXY_YAML, render::gvproxy::render(&assignments)),
-        (render::SMOLFILE, render::smolfile::render(spec, &assignments)),
+        (
+            render::SMOLFILE,
+            render::smolfile::render(spec, &assignments),
+        ),
         (render::SPEC_JSON, spec_json),
     ];
     let plan = render::plan::plan(
@@ -52,5 +58,10 @@ pub fn build(spec: &ResolvedSpec) -> Stage {
     );
     files.push((render::PLAN_JSON, render::plan::render(&plan)));
     files.sort_by_key(|(name, _)| *name);
-    Stage { id, spec: spec.clone(), plan, files }
+    Stage {
+        id,
+        spec: spec.clone(),
+        plan,
+        files,
+    }
 }

@@ -38,11 +38,17 @@ pub enum LookupError {
     #[error("no stage `{prefix}` in the store `{store}`")]
     NotFound { prefix: String, store: String },
     #[error("the id prefix `{prefix}` is ambiguous: it matches {}", list(.matches))]
-    Ambiguous { prefix: String, matches: Vec<StageId> },
+    Ambiguous {
+        prefix: String,
+        matches: Vec<StageId>,
+    },
 }
 
 fn list(ids: &[StageId]) -> String {
-    ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl LookupError {
@@ -80,12 +86,20 @@ impl Store {
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("failed to list the store `{}`", self.root.display())),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("failed to list the store `{}`", self.root.display()))
+            }
         };
         let mut ids = Vec::new();
         for entry in entries {
-            let entry = entry.with_context(|| format!("failed to list the store `{}`", self.root.display()))?;
-            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<StageId>().ok()) {
+            let entry = entry
+                .with_context(|| format!("failed to list the store `{}`", self.root.display()))?;
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<StageId>().ok())
+            {
                 ids.push(id);
             }
         }
@@ -108,19 +122,32 @@ impl Store {
         }
         if prefix.len() == ID_HEX_LEN {
             let id: StageId = prefix.parse().map_err(anyhow::Error::msg)?;
-            return Ok(if self.contains(&id) { Ok(id) } else { Err(self.not_found(prefix)) });
+            return Ok(if self.contains(&id) {
+                Ok(id)
+            } else {
+                Err(self.not_found(prefix))
+            });
         }
-        let matches: Vec<StageId> =
-            self.ids()?.into_iter().filter(|id| id.to_string().starts_with(prefix)).collect();
+        let matches: Vec<StageId> = self
+            .ids()?
+            .into_iter()
+            .filter(|id| id.to_string().starts_with(prefix))
+            .collect();
         Ok(match matches.as_slice() {
             [] => Err(self.not_found(prefix)),
             [one] => Ok(*one),
-            _ => Err(LookupError::Ambiguous { prefix: prefix.to_owned(), matches }),
+            _ => Err(LookupError::Ambiguous {
+                prefix: prefix.to_owned(),
+                matches,
+            }),
         })
     }
 
     fn not_found(&self, prefix: &str) -> LookupError {
-        LookupError::NotFound { prefix: prefix.to_owned(), store: self.root.display().to_string() }
+        LookupError::NotFound {
+            prefix: prefix.to_owned(),
+            store: self.root.display().to_string(),
+        }
     }
 
     pub fn read(&self, id: &StageId, file: &str) -> anyhow::Result<Vec<u8>> {
@@ -151,14 +178,20 @@ impl Store {
             // Another writer won the race; its stage has the same bytes by construction.
             Err(_) if target.is_dir() => Ok(WriteOutcome::Existed),
             Err(e) => Err(e).with_context(|| {
-                format!("failed to move the new stage into place at `{}`", target.display())
+                format!(
+                    "failed to move the new stage into place at `{}`",
+                    target.display()
+                )
             }),
         }
     }
 }
 
 fn write_read_only(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
     file.write_all(bytes)?;
     file.set_permissions(std::fs::Permissions::from_mode(0o444))?;
     file.sync_all()?;
@@ -174,7 +207,11 @@ struct TempDir {
 impl TempDir {
     fn create(parent: &Path, id: &StageId) -> anyhow::Result<TempDir> {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-        let name = format!("{TMP_PREFIX}{id}.{}.{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{TMP_PREFIX}{id}.{}.{}",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        );
         let path = parent.join(name);
         fs::create_dir(&path)?;
         Ok(TempDir { path, keep: false })
@@ -219,10 +256,20 @@ impl Store {
                 .ok()
                 .and_then(|bytes| serde_json::from_slice(&bytes).ok());
             let size = std::fs::read_dir(&dir)
-                .map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok()?.metadata().ok())
+                        .map(|m| m.len())
+                        .sum()
+                })
                 .unwrap_or(0);
             let (agent, image) = head.map_or(("?".into(), "?".into()), |h| (h.agent, h.image));
-            out.push(StageSummary { id: id.to_string(), agent, image, size });
+            out.push(StageSummary {
+                id: id.to_string(),
+                agent,
+                image,
+                size,
+            });
         }
         Ok(out)
     }

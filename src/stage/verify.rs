@@ -30,13 +30,21 @@ impl fmt::Display for Problem {
             Problem::Unreadable { file, error } => write!(f, "{file}: cannot be read: {error}"),
             Problem::InvalidSpec { error } => write!(f, "{}: {error}", render::SPEC_JSON),
             Problem::IdMismatch { computed } => {
-                write!(f, "{}: hashes to {computed}, not to the stage's name", render::SPEC_JSON)
+                write!(
+                    f,
+                    "{}: hashes to {computed}, not to the stage's name",
+                    render::SPEC_JSON
+                )
             }
             Problem::Missing { file } => write!(f, "{file}: missing"),
             Problem::Unexpected { file } => write!(f, "{file}: not part of a stage"),
             Problem::Differs { file } => write!(f, "{file}: differs from what its spec renders"),
             Problem::DigestMismatch { file } => {
-                write!(f, "{file}: its digest in {} does not match", render::PLAN_JSON)
+                write!(
+                    f,
+                    "{file}: its digest in {} does not match",
+                    render::PLAN_JSON
+                )
             }
         }
     }
@@ -60,46 +68,80 @@ pub fn verify(store: &Store, id: &StageId) -> Report {
     let mut problems = Vec::new();
     let dir = store.stage_dir(id);
     let present: BTreeSet<String> = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
         Err(e) => {
-            let problem = Problem::Unreadable { file: dir.display().to_string(), error: e.to_string() };
-            return Report { id: *id, stage: None, problems: vec![problem] };
+            let problem = Problem::Unreadable {
+                file: dir.display().to_string(),
+                error: e.to_string(),
+            };
+            return Report {
+                id: *id,
+                stage: None,
+                problems: vec![problem],
+            };
         }
     };
     let read = |file: &str, problems: &mut Vec<Problem>| match std::fs::read(dir.join(file)) {
         Ok(bytes) => Some(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            problems.push(Problem::Missing { file: file.to_owned() });
+            problems.push(Problem::Missing {
+                file: file.to_owned(),
+            });
             None
         }
         Err(e) => {
-            problems.push(Problem::Unreadable { file: file.to_owned(), error: e.to_string() });
+            problems.push(Problem::Unreadable {
+                file: file.to_owned(),
+                error: e.to_string(),
+            });
             None
         }
     };
 
-    for extra in present.iter().filter(|f| !render::STAGE_FILES.contains(&f.as_str())) {
-        problems.push(Problem::Unexpected { file: extra.clone() });
+    for extra in present
+        .iter()
+        .filter(|f| !render::STAGE_FILES.contains(&f.as_str()))
+    {
+        problems.push(Problem::Unexpected {
+            file: extra.clone(),
+        });
     }
     let Some(spec_bytes) = read(render::SPEC_JSON, &mut problems) else {
-        return Report { id: *id, stage: None, problems };
+        return Report {
+            id: *id,
+            stage: None,
+            problems,
+        };
     };
     let spec = match ResolvedSpec::from_canonical_bytes(&spec_bytes) {
         Ok(spec) => spec,
         Err(invalid) => {
-            problems.push(Problem::InvalidSpec { error: invalid.to_string() });
-            return Report { id: *id, stage: None, problems };
+            problems.push(Problem::InvalidSpec {
+                error: invalid.to_string(),
+            });
+            return Report {
+                id: *id,
+                stage: None,
+                problems,
+            };
         }
     };
     let expected = build(&spec);
     if expected.id != *id {
-        problems.push(Problem::IdMismatch { computed: expected.id });
+        problems.push(Problem::IdMismatch {
+            computed: expected.id,
+        });
     }
     let mut actual_files = Vec::new();
     for (name, want) in &expected.files {
         if let Some(got) = read(name, &mut problems) {
             if &got != want {
-                problems.push(Problem::Differs { file: (*name).to_owned() });
+                problems.push(Problem::Differs {
+                    file: (*name).to_owned(),
+                });
             }
             actual_files.push((*name, got));
         }
@@ -111,12 +153,21 @@ pub fn verify(store: &Store, id: &StageId) -> Report {
             Ok(recorded) => {
                 for (name, bytes) in actual_files.iter().filter(|(n, _)| *n != render::PLAN_JSON) {
                     if recorded.files.get(*name) != Some(&plan::digest(bytes)) {
-                        problems.push(Problem::DigestMismatch { file: (*name).to_owned() });
+                        problems.push(Problem::DigestMismatch {
+                            file: (*name).to_owned(),
+                        });
                     }
                 }
             }
-            Err(error) => problems.push(Problem::Unreadable { file: render::PLAN_JSON.to_owned(), error }),
+            Err(error) => problems.push(Problem::Unreadable {
+                file: render::PLAN_JSON.to_owned(),
+                error,
+            }),
         }
     }
-    Report { id: *id, stage: Some(expected), problems }
+    Report {
+        id: *id,
+        stage: Some(expected),
+        problems,
+    }
 }
