@@ -10,18 +10,39 @@ use crate::stage::store::LookupError;
 /// The documented exit codes (also listed in `bottle --help`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    Success = 0,
+    Success,
     /// A check said no: `verify` found a damaged stage, `diff` found differences.
-    CheckFailed = 1,
+    CheckFailed,
     /// The command line, the manifest or an id is wrong; nothing was done.
-    Usage = 2,
+    Usage,
     /// Something else failed (I/O, permissions); the message says what.
-    Failure = 3,
+    Failure,
+    /// `bottle run`: bottle could not run the stage, or a part of the bottle failed while it
+    /// ran (preflight, a damaged stage, a component that died); the message says which.
+    RunFailed,
+    /// `bottle run`: the guest's own exit code, passed through.
+    Guest(u8),
 }
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::CheckFailed => 1,
+            Exit::Usage => 2,
+            Exit::Failure => 3,
+            Exit::RunFailed => RUN_FAILED,
+            Exit::Guest(code) => code,
+        }
+    }
+}
+
+/// What `bottle run` exits with when bottle itself failed (the code docker and podman use).
+pub const RUN_FAILED: u8 = 125;
 
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> ExitCode {
-        ExitCode::from(exit as u8)
+        ExitCode::from(exit.code())
     }
 }
 
@@ -30,7 +51,10 @@ Exit codes:
   0  success
   1  a check failed: a damaged stage (verify, show), stages that differ (diff)
   2  bad usage: arguments, manifest or stage id; nothing was written
-  3  any other failure, such as an unreadable or unwritable file";
+  3  any other failure, such as an unreadable or unwritable file
+run:
+  the guest's exit code (128+N when the guest was killed by signal N)
+  125  bottle could not run the stage or a part of the bottle failed; the message says which";
 
 /// An error the user can fix, with what to do about it.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod error;
 pub mod render;
+pub mod run;
 pub mod spec;
 pub mod stage;
 

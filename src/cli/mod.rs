@@ -4,10 +4,15 @@
 
 mod diff;
 mod gen;
+mod guard;
 mod hash;
+mod logs;
 mod ls;
 mod output;
+mod ps;
+mod run;
 mod show;
+mod stop;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -31,7 +36,9 @@ spec, so the same spec gives the same id and the same bytes on every machine.
 
   bottle gen examples/claude.toml     # write the stage, print its id
   bottle show 1a2b3c                  # what it would run and what it could reach
-  bottle verify                       # re-render every stage and compare every byte";
+  bottle verify                       # re-render every stage and compare every byte
+  bottle run 1a2b3c                   # run it: sidecars, a contained gvproxy, smolvm
+  bottle ps                           # what is running";
 
 #[derive(Debug, Parser)]
 #[command(name = "bottle", version, about = ABOUT, long_about = LONG_ABOUT, after_help = error::EXIT_CODES_HELP)]
@@ -48,6 +55,13 @@ enum Command {
     Ls(ls::Args),
     Verify(verify::Args),
     Diff(diff::Args),
+    Run(run::Args),
+    Ps(ps::Args),
+    Stop(stop::Args),
+    Logs(logs::Args),
+    /// Internal: the guard that contains gvproxy (started by `bottle run`)
+    #[command(name = "__guard", hide = true)]
+    Guard(guard::Args),
 }
 
 /// The store, shared by every command that reads or writes stages.
@@ -93,6 +107,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    let is_run = matches!(cli.command, Command::Run(_));
     let result = match cli.command {
         Command::Gen(args) => gen::exec(args),
         Command::Hash(args) => hash::exec(args),
@@ -100,13 +115,23 @@ pub fn main() -> ExitCode {
         Command::Ls(args) => ls::exec(args),
         Command::Verify(args) => verify::exec(args),
         Command::Diff(args) => diff::exec(args),
+        Command::Run(args) => run::exec(args),
+        Command::Ps(args) => ps::exec(args),
+        Command::Stop(args) => stop::exec(args),
+        Command::Logs(args) => logs::exec(args),
+        Command::Guard(args) => guard::exec(args),
     };
     match result {
         Ok(exit) => exit.into(),
         Err(err) if is_broken_pipe(&err) => Exit::Success.into(),
         Err(err) => {
             error::report(&err);
-            error::exit_code(&err).into()
+            if is_run {
+                // A guest may exit 1, 2 or 3 itself: every failure of bottle's own is 125.
+                Exit::RunFailed.into()
+            } else {
+                error::exit_code(&err).into()
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::render::smolfile;
 use crate::spec::ResolvedSpec;
 use crate::stage::alloc::{self, SidecarKind};
 use crate::stage::diff::shell_words;
+use crate::stage::Stage;
 
 /// Show what a stage runs and what its guest can and cannot reach
 ///
@@ -55,6 +56,14 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
         })?;
         return Ok(Exit::Success);
     }
+    output::data(&text(&stage))?;
+    Ok(Exit::Success)
+}
+
+/// The plan as a person reads it; also what `bottle run` shows before asking.
+pub(super) fn text(stage: &Stage) -> String {
+    let assignments = alloc::allocate(&stage.id, &stage.spec);
+    let guest_env = smolfile::guest_env(&stage.spec, &assignments);
     let spec = &stage.spec;
     let plan = &stage.plan;
     let mut out = String::new();
@@ -133,6 +142,5 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
         plan.network.proxy_name,
         plan.network.proxy_ip
     ));
-    output::data(&out)?;
-    Ok(Exit::Success)
+    out
 }

@@ -102,12 +102,17 @@ pub struct Record {
 /// The DNS zones a stage serves: `proxy.internal` and a catch-all that answers nothing else.
 /// The runner posts the same zones to a legacy gvproxy's API, so they are built in one place.
 pub fn zones(assignments: &Assignments) -> Vec<Zone> {
+    zones_for(assignments.proxy_ip)
+}
+
+/// The same zones for a given proxy address (a legacy gvproxy's fixed host address).
+pub fn zones_for(proxy_ip: Ipv4Addr) -> Vec<Zone> {
     vec![
         Zone {
             name: PROXY_ZONE.to_owned(),
             records: vec![Record {
                 name: PROXY_RECORD.to_owned(),
-                ip: assignments.proxy_ip,
+                ip: proxy_ip,
             }],
             default_ip: None,
         },

@@ -1,0 +1,331 @@
+//! The launch plan: every process a run starts, with its full command line, and every file it
+//! creates, computed from the stage and the host without touching either. `--dry-run` prints
+//! it, the tests read it, and the executor (`session`) carries it out. Host ports are the one
+//! thing left open: they depend on what is free when the run starts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::guard::{GuardConfig, GuardRelay};
+use super::gvproxy::{self, GuestNetwork, Mode, RuntimePaths};
+use super::rundir::Layout;
+use super::smolvm;
+use crate::render::gvproxy::Zone;
+use crate::render::{GVPROXY_YAML, SMOLFILE};
+use crate::spec::resolved::PORT_PLACEHOLDER;
+use crate::stage::alloc::SidecarKind;
+use crate::stage::Stage;
+
+/// The hidden subcommand that runs the guard.
+pub const GUARD_SUBCOMMAND: &str = "__guard";
+
+pub struct Inputs<'a> {
+    pub stage: &'a Stage,
+    pub stage_dir: &'a Path,
+    pub layout: &'a Layout,
+    /// This program, which also runs the guard.
+    pub bottle: &'a Path,
+    pub smolvm: &'a Path,
+    pub gvproxy: &'a Path,
+    pub mode: Mode,
+    pub workspace: &'a Path,
+    /// Commands for sidecars that bottle starts itself, `{port}` not yet filled in. A sidecar
+    /// without one is expected to be listening on its preferred host port already.
+    pub sidecar_commands: &'a BTreeMap<SidecarKind, Vec<String>>,
+    pub runner_pid: u32,
+    pub terminal: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaunchPlan {
+    pub id: String,
+    pub slug: String,
+    pub run_dir: PathBuf,
+    pub mode: Mode,
+    pub network: GuestNetwork,
+    /// Added through the API in legacy mode; in config mode they are in the stage's file.
+    pub zones: Vec<Zone>,
+    pub sidecars: Vec<SidecarLaunch>,
+    pub guard_config: PathBuf,
+    pub guard: GuardConfig,
+    pub guard_command: Vec<String>,
+    pub smolvm: PathBuf,
+    pub smolvm_commands: smolvm::Commands,
+    pub files: Vec<PlannedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SidecarLaunch {
+    pub kind: SidecarKind,
+    pub guest_port: u16,
+    pub preferred_port: u16,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    /// With `{port}` still in it.
+    pub command: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedFile {
+    pub path: PathBuf,
+    pub what: &'static str,
+}
+
+pub fn plan(inputs: &Inputs<'_>) -> LaunchPlan {
+    let layout = inputs.layout;
+    let stage = inputs.stage;
+    let network = gvproxy::guest_network(&stage.plan, inputs.mode);
+    let sidecars: Vec<SidecarLaunch> = stage
+        .plan
+        .sidecars
+        .iter()
+        .map(|s| SidecarLaunch {
+            kind: s.name,
+            guest_port: s.guest_port,
+            preferred_port: s.host_port,
+            socket: layout.bridge_socket(s.name.name()),
+            log: layout.log(s.name.name()),
+            command: inputs.sidecar_commands.get(&s.name).cloned(),
+        })
+        .collect();
+    let paths = RuntimePaths {
+        vm_socket: &layout.vm_socket(),
+        api_socket: &layout.api_socket(),
+        pid_file: &layout.gvproxy_pid(),
+    };
+    let mut gvproxy_command = vec![inputs.gvproxy.display().to_string()];
+    gvproxy_command.extend(gvproxy::args(
+        inputs.mode,
+        &inputs.stage_dir.join(GVPROXY_YAML),
+        &paths,
+    ));
+    let guard = GuardConfig {
+        parent: inputs.runner_pid,
+        relays: sidecars
+            .iter()
+            .map(|s| GuardRelay {
+                port: s.guest_port,
+                socket: s.socket.clone(),
+            })
+            .collect(),
+        writable: layout.gvproxy_dir(),
+        gvproxy_log: layout.log("gvproxy"),
+        gvproxy: gvproxy_command,
+    };
+    let guard_command = vec![
+        inputs.bottle.display().to_string(),
+        GUARD_SUBCOMMAND.to_owned(),
+        "--config".to_owned(),
+        layout.guard_config().display().to_string(),
+    ];
+    let smolfile = inputs.stage_dir.join(SMOLFILE);
+    let vm_socket = layout.vm_socket();
+    let smolvm_commands = smolvm::commands(&smolvm::Machine {
+        name: &stage.plan.slug,
+        smolfile: &smolfile,
+        vm_socket: &vm_socket,
+        network: &network,
+        workspace: inputs.workspace,
+        workdir: &stage.spec.workdir,
+        command: &stage.spec.command,
+        terminal: inputs.terminal,
+    });
+    let mut files = vec![
+        PlannedFile {
+            path: layout.root.clone(),
+            what: "the run directory (mode 0700)",
+        },
+        PlannedFile {
+            path: layout.lock(),
+            what: "the lock: one run of this stage at a time",
+        },
+        PlannedFile {
+            path: layout.record(),
+            what: "the run record: pids, ports, state, outcome",
+        },
+        PlannedFile {
+            path: layout.guard_config(),
+            what: "the guard's configuration",
+        },
+        PlannedFile {
+            path: layout.vm_socket(),
+            what: "gvproxy's VM socket (smolvm's NIC attaches here)",
+        },
+        PlannedFile {
+            path: layout.gvproxy_pid(),
+            what: "gvproxy's pid file",
+        },
+    ];
+    if inputs.mode == Mode::Legacy {
+        files.push(PlannedFile {
+            path: layout.api_socket(),
+            what: "gvproxy's API socket (DNS zones are added here)",
+        });
+    }
+    for s in &sidecars {
+        files.push(PlannedFile {
+            path: s.socket.clone(),
+            what: "a bridge to a sidecar's host port",
+        });
+    }
+    for component in ["guard", "gvproxy", "smolvm"] {
+        files.push(PlannedFile {
+            path: layout.log(component),
+            what: "a log",
+        });
+    }
+    for s in sidecars.iter().filter(|s| s.command.is_some()) {
+        files.push(PlannedFile {
+            path: s.log.clone(),
+            what: "a sidecar's log",
+        });
+    }
+    LaunchPlan {
+        id: stage.id.to_string(),
+        slug: stage.plan.slug.clone(),
+        run_dir: layout.root.clone(),
+        mode: inputs.mode,
+        network,
+        zones: if inputs.mode == Mode::Legacy {
+            gvproxy::legacy_zones()
+        } else {
+            Vec::new()
+        },
+        sidecars,
+        guard_config: layout.guard_config(),
+        guard,
+        guard_command,
+        smolvm: inputs.smolvm.to_owned(),
+        smolvm_commands,
+        files,
+    }
+}
+
+/// A sidecar command with its host port filled in.
+pub fn fill_port(command: &[String], port: u16) -> Vec<String> {
+    command
+        .iter()
+        .map(|arg| arg.replace(PORT_PLACEHOLDER, &port.to_string()))
+        .collect()
+}
+
+fn shell_line(words: &[String]) -> String {
+    crate::stage::diff::shell_words(words)
+}
+
+/// The dry run's text: every process and file, in the order they are started and created.
+pub fn render(plan: &LaunchPlan) -> String {
+    let mut out = String::new();
+    let smolvm = |args: &[String]| {
+        let mut line = vec![plan.smolvm.display().to_string()];
+        line.extend(args.iter().cloned());
+        shell_line(&line)
+    };
+    let _ = writeln!(out, "stage {}  machine {}", plan.id, plan.slug);
+    if plan.mode == Mode::Legacy {
+        let _ = writeln!(out, "{}", legacy_notice(&plan.network));
+    }
+    let _ = writeln!(out, "\nprocesses, in start order:");
+    let mut n = 0;
+    let mut step = |out: &mut String, what: String, line: String| {
+        n += 1;
+        let _ = writeln!(out, "  {n}. {what}\n     {line}");
+    };
+    for s in &plan.sidecars {
+        match &s.command {
+            Some(command) => step(
+                &mut out,
+                format!(
+                    "sidecar {} on 127.0.0.1:{{port}} (preferred {}, another free one if taken)",
+                    s.kind.name(),
+                    s.preferred_port
+                ),
+                shell_line(command),
+            ),
+            None => {
+                let _ = writeln!(
+                    out,
+                    "     (sidecar {}: not started by bottle; expected listening on 127.0.0.1:{})",
+                    s.kind.name(),
+                    s.preferred_port
+                );
+            }
+        }
+    }
+    step(
+        &mut out,
+        "the guard: new user + network + mount namespace, loopback only, read-only except gvproxy's directory".into(),
+        shell_line(&plan.guard_command),
+    );
+    for relay in &plan.guard.relays {
+        let _ = writeln!(
+            out,
+            "     relay 127.0.0.1:{} -> {}",
+            relay.port,
+            relay.socket.display()
+        );
+    }
+    step(
+        &mut out,
+        "gvproxy, inside the guard".into(),
+        shell_line(&plan.guard.gvproxy),
+    );
+    for zone in &plan.zones {
+        let _ = writeln!(
+            out,
+            "     DNS zone {:?}: {}",
+            zone.name,
+            if zone.records.is_empty() {
+                "every other name gets NXDOMAIN".to_owned()
+            } else {
+                zone.records
+                    .iter()
+                    .map(|r| format!("{}.{} -> {}", r.name, zone.name, r.ip))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+    }
+    let c = &plan.smolvm_commands;
+    step(
+        &mut out,
+        "smolvm: remove a machine a crashed run left (only after a crash)".into(),
+        smolvm(&c.clear),
+    );
+    step(
+        &mut out,
+        "smolvm: create the machine".into(),
+        smolvm(&c.create),
+    );
+    step(&mut out, "smolvm: start it".into(), smolvm(&c.start));
+    step(
+        &mut out,
+        "smolvm: the stage's command, in the foreground".into(),
+        smolvm(&c.exec),
+    );
+    let _ = writeln!(
+        out,
+        "\nat the end: {} ; {} ; stop the guard (and gvproxy), the sidecars, the bridges",
+        smolvm(&c.stop),
+        smolvm(&c.delete)
+    );
+    let _ = writeln!(out, "\nfiles:");
+    for file in &plan.files {
+        let _ = writeln!(out, "  {}  ({})", file.path.display(), file.what);
+    }
+    out
+}
+
+pub fn legacy_notice(network: &GuestNetwork) -> String {
+    format!(
+        "notice: gvproxy before {} has a fixed network: the guest gets {}/{} (gateway {}, proxy {}), not the stage's subnet",
+        gvproxy::CONFIG_MODE_SINCE,
+        network.address,
+        network.prefix,
+        network.gateway,
+        network.proxy_ip
+    )
+}
