@@ -62,12 +62,29 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Gives the child an empty signal mask: the runner and the guard block the signals they wait
+/// for, and a child would otherwise inherit that mask and ignore SIGTERM.
+pub fn clean_signal_mask(command: &mut Command) -> &mut Command {
+    // SAFETY: sigemptyset and sigprocmask are async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Makes the child receive SIGKILL when the thread that spawned it dies, even when that thread's
 /// process is killed with SIGKILL. Spawn from the main thread only: the kernel ties the signal to
 /// the spawning thread. `parent` is checked after the call, closing the race in which the parent
-/// died before the child set its death signal.
+/// died before the child set its death signal. Also clears the signal mask.
 pub fn die_with_parent(command: &mut Command) -> &mut Command {
     let parent = std::process::id() as i32;
+    clean_signal_mask(command);
     // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) run between fork and exec.
     unsafe {
         command.pre_exec(move || {

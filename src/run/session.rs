@@ -208,7 +208,9 @@ impl Session<'_> {
             .open(self.run_dir.layout.log("smolvm"))?
             .into_parts()
             .0;
-        let status = Command::new(&self.plan.smolvm)
+        let mut command = Command::new(&self.plan.smolvm);
+        procs::clean_signal_mask(&mut command);
+        let status = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
