@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 use fs_err as fs;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::procs::{self, ProcessId};
+use super::procs;
 use super::record::{RunRecord, State};
 use crate::error::UserError;
 use crate::stage::StageId;
@@ -104,7 +104,7 @@ pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
                 "`{}` is not a private directory of this user (it must be a directory owned by uid {uid}, mode 0700)",
                 dir.display()
             ),
-            hint: Some(format!("remove it, or set XDG_RUNTIME_DIR to a private directory")),
+            hint: Some("remove it, or set XDG_RUNTIME_DIR to a private directory".into()),
             exit: crate::error::Exit::Usage,
         }
         .into());
@@ -196,9 +196,10 @@ fn clear_stale(layout: &Layout) -> anyhow::Result<Option<RunRecord>> {
         // An unreadable record names no process we could prove is ours: nothing to stop.
         Err(_) => return Ok(None),
     };
+    // A run marked crashed by `ps` or `stop` may still have left its machine behind.
     if !matches!(
         record.state,
-        State::Starting | State::Running | State::Stopping
+        State::Starting | State::Running | State::Stopping | State::Crashed
     ) {
         return Ok(None);
     }
@@ -264,6 +265,5 @@ pub fn ensure_short(layout: &Layout, sidecars: &[&str]) -> anyhow::Result<()> {
             first.display()
         );
     }
-    let _ = ProcessId::current();
     Ok(())
 }

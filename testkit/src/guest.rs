@@ -13,7 +13,7 @@ use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant as SmolInstant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
 pub struct Framed {
     stream: UnixStream,
@@ -145,7 +145,7 @@ impl Guest {
         });
         iface
             .routes_mut()
-            .add_default_ipv4_route(Ipv4Address::from(gateway))
+            .add_default_ipv4_route(gateway)
             .expect("one route fits");
         Ok(Guest {
             device,
