@@ -500,7 +500,7 @@ fn script(path: &Path, body: &str) {
 }
 
 #[test]
-fn gvproxy_dying_early_fails_the_run_with_its_log_and_starts_no_machine() {
+fn gvproxy_dying_early_fails_the_run_with_its_log_and_leaves_no_machine() {
     let env = TestEnv::new();
     script(
         &env.path("bin/gvproxy"),
@@ -515,7 +515,18 @@ fn gvproxy_dying_early_fails_the_run_with_its_log_and_starts_no_machine() {
     let err = stderr(&out);
     assert!(err.contains("gvproxy exited before its VM socket"), "{err}");
     assert!(err.contains("fatal: cannot listen: boom"), "{err}");
-    assert!(!env.path("smolvm/calls.log").exists(), "smolvm was called");
+    // The machine was created while gvproxy started, never started, and deleted.
+    let calls = std::fs::read_to_string(env.path("smolvm/calls.log")).unwrap();
+    let verbs: Vec<&str> = calls
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(verbs, ["create", "delete"]);
+    assert_eq!(
+        std::fs::read_dir(env.path("smolvm")).unwrap().count(),
+        1,
+        "a machine was left"
+    );
     let record = env.record();
     assert_eq!(record["outcome"]["exit_code"], 125);
     assert_all_gone(&record);

@@ -300,7 +300,11 @@ pub fn render(plan: &LaunchPlan) -> String {
         "smolvm: create the machine".into(),
         smolvm(&c.create),
     );
-    step(&mut out, "smolvm: start it".into(), smolvm(&c.start));
+    step(
+        &mut out,
+        "smolvm: start it, once gvproxy's VM socket exists".into(),
+        smolvm(&c.start),
+    );
     step(
         &mut out,
         "smolvm: the stage's command, in the foreground".into(),

@@ -163,19 +163,66 @@ pub fn which(name: &str, path: Option<OsString>) -> Option<PathBuf> {
         })
 }
 
-fn probe(name: &str, args: &[&str]) -> Tool {
+/// A tool being asked, or already answered from the cache.
+enum Pending {
+    Done(Tool),
+    Asking {
+        path: PathBuf,
+        key: String,
+        child: std::process::Child,
+    },
+}
+
+/// Starts `name args` without waiting, unless the cache knows this exact file's answer.
+fn ask(name: &str, args: &[&str], cache: &ToolCache) -> Pending {
     let Some(path) = which(name, std::env::var_os("PATH")) else {
-        return Tool::Missing;
+        return Pending::Done(Tool::Missing);
     };
-    match Command::new(&path).args(args).stdin(Stdio::null()).output() {
-        Ok(out) if out.status.success() => Tool::Found {
+    let key = ToolCache::key(&path, args);
+    if let Some(output) = key.as_ref().and_then(|k| cache.entries.get(k)) {
+        return Pending::Done(Tool::Found {
             path,
-            output: format!(
+            output: output.clone(),
+        });
+    }
+    let mut command = Command::new(&path);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    super::procs::clean_signal_mask(&mut command);
+    match command.spawn() {
+        Ok(child) => Pending::Asking {
+            path,
+            key: key.unwrap_or_default(),
+            child,
+        },
+        Err(e) => Pending::Done(Tool::Broken {
+            path,
+            error: e.to_string(),
+        }),
+    }
+}
+
+fn answer(pending: Pending, cache: &mut ToolCache) -> Tool {
+    let (path, key, child) = match pending {
+        Pending::Done(tool) => return tool,
+        Pending::Asking { path, key, child } => (path, key, child),
+    };
+    match child.wait_with_output() {
+        Ok(out) if out.status.success() => {
+            let output = format!(
                 "{}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
-            ),
-        },
+            );
+            if !key.is_empty() {
+                cache.entries.insert(key, output.clone());
+                cache.changed = true;
+            }
+            Tool::Found { path, output }
+        }
         Ok(out) => Tool::Broken {
             path,
             error: format!(
@@ -191,9 +238,63 @@ fn probe(name: &str, args: &[&str]) -> Tool {
     }
 }
 
-/// Really creates the namespaces, in a child that does nothing else.
-fn namespaces() -> Result<(), String> {
+/// What `smolvm machine create --help` and `gvproxy -version` printed, per exact file (path,
+/// device, inode, size, modification and change times): asking gvproxy costs tens of
+/// milliseconds, and any change to the file gives a new key. Kept in the private run base.
+#[derive(Default)]
+struct ToolCache {
+    file: Option<PathBuf>,
+    entries: std::collections::BTreeMap<String, String>,
+    changed: bool,
+}
+
+impl ToolCache {
+    fn load(file: Option<&Path>) -> ToolCache {
+        let entries = file
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        ToolCache {
+            file: file.map(Path::to_owned),
+            entries,
+            changed: false,
+        }
+    }
+
+    fn key(path: &Path, args: &[&str]) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(format!(
+            "{} {} | {}:{}:{}:{}.{}:{}.{}",
+            path.display(),
+            args.join(" "),
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        ))
+    }
+
+    /// Best effort: a cache that cannot be written only costs time next run.
+    fn save(&self) {
+        if let (true, Some(file)) = (self.changed, &self.file) {
+            if let Ok(bytes) = serde_json::to_vec_pretty(&self.entries) {
+                let tmp = file.with_extension("json.tmp");
+                if std::fs::write(&tmp, bytes).is_ok() {
+                    let _ = std::fs::rename(&tmp, file);
+                }
+            }
+        }
+    }
+}
+
+/// Starts a child that creates the namespaces and exits.
+fn ask_namespaces() -> std::io::Result<std::process::Child> {
     let mut command = Command::new(Path::new("/bin/true"));
+    super::procs::clean_signal_mask(&mut command);
     // SAFETY: unshare is a plain system call, safe between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -203,24 +304,33 @@ fn namespaces() -> Result<(), String> {
             Ok(())
         });
     }
-    match command.status() {
-        Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(format!("a test child exited with {status}")),
-        Err(e) => Err(e.to_string()),
-    }
+    command.spawn()
 }
 
-pub fn gather(secrets: &[String]) -> Facts {
-    Facts {
-        smolvm: probe("smolvm", &smolvm::help_args()),
-        gvproxy: probe("gvproxy", &gvproxy::version_args()),
-        namespaces: namespaces(),
+/// Gathers every fact at once: the three checks run side by side. `cache` is the file of
+/// remembered tool answers (None for a dry run, which writes nothing).
+pub fn gather(secrets: &[String], cache: Option<&Path>) -> Facts {
+    let mut tools = ToolCache::load(cache);
+    let namespaces = ask_namespaces();
+    let smolvm = ask("smolvm", &smolvm::help_args(), &tools);
+    let gvproxy = ask("gvproxy", &gvproxy::version_args(), &tools);
+    let namespaces = match namespaces.and_then(|child| child.wait_with_output()) {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!("a test child exited with {}", out.status)),
+        Err(e) => Err(e.to_string()),
+    };
+    let facts = Facts {
+        smolvm: answer(smolvm, &mut tools),
+        gvproxy: answer(gvproxy, &mut tools),
+        namespaces,
         missing_secrets: secrets
             .iter()
             .filter(|name| std::env::var_os(name).is_none())
             .cloned()
             .collect(),
-    }
+    };
+    tools.save();
+    facts
 }
 
 #[cfg(test)]

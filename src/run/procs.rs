@@ -114,7 +114,8 @@ pub fn stop_child(child: &mut Child, grace: Duration) -> io::Result<ExitStatus> 
             let _ = child.kill();
             return child.wait();
         }
-        std::thread::sleep(Duration::from_millis(2));
+        // Woken by the child's SIGCHLD where the caller blocks it (the runner and the guard do).
+        let _ = super::signals::next(Some(Duration::from_millis(2)));
     }
 }
 

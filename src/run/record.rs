@@ -2,7 +2,6 @@
 //! state and outcome). Written whole, through a temporary file and a rename, so a reader never
 //! sees half a record. It holds no secrets and no environment.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -93,10 +92,9 @@ impl RunRecord {
 
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
         let tmp = path.with_extension("json.tmp");
-        let mut file = fs::File::create(&tmp)?;
-        serde_json::to_writer_pretty(&mut file, self)?;
-        file.write_all(b"\n")?;
-        drop(file);
+        let mut bytes = serde_json::to_vec_pretty(self)?;
+        bytes.push(b'\n');
+        fs::write(&tmp, bytes)?;
         fs::rename(&tmp, path)?;
         Ok(())
     }

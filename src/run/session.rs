@@ -39,6 +39,7 @@ struct Running {
     bridges: Vec<Bridge>,
     guard: Option<Child>,
     machine_created: bool,
+    machine_started: bool,
     exec: Option<Child>,
 }
 
@@ -64,6 +65,7 @@ impl Session<'_> {
             bridges: Vec::new(),
             guard: None,
             machine_created: false,
+            machine_started: false,
             exec: None,
         };
         let result = self
@@ -152,10 +154,21 @@ impl Session<'_> {
         self.note_component("guard", guard.id());
         running.guard = Some(guard);
         self.save()?;
+        // The machine is created while gvproxy starts: `create` only records the machine, and
+        // the NIC attaches to the socket at `start`. Teardown deletes it whatever happens next.
+        let commands = &plan.smolvm_commands;
+        if self.run_dir.cleared.is_some() {
+            let _ = self.smolvm(&commands.clear);
+        }
+        let create = self.spawn_smolvm(&commands.create)?;
+        running.machine_created = true;
         let own_work = self.started.elapsed();
         let waited = Instant::now();
-        self.wait_for_socket(running)?;
+        let socket = self.wait_for_socket(running);
+        let created = self.finish_smolvm(&commands.create, create);
+        socket?;
         self.record.timings.gvproxy_wait_ms = Some(waited.elapsed().as_secs_f64() * 1e3);
+        created.context("smolvm could not create the machine")?;
         if let Some(pid) = fs::read_to_string(layout.gvproxy_pid())
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -167,14 +180,7 @@ impl Session<'_> {
             gvproxy::add_zones(&layout.api_socket(), &plan.zones)
                 .context("failed to add the stage's DNS zones to gvproxy")?;
         }
-        // smolvm.
-        let commands = &plan.smolvm_commands;
-        if self.run_dir.cleared.is_some() {
-            let _ = self.smolvm(&commands.clear);
-        }
-        self.smolvm(&commands.create)
-            .context("smolvm could not create the machine")?;
-        running.machine_created = true;
+        running.machine_started = true;
         self.smolvm(&commands.start)
             .context("smolvm could not start the machine")?;
         let mut exec = Command::new(&plan.smolvm);
@@ -202,6 +208,11 @@ impl Session<'_> {
 
     /// A short smolvm command with its output in smolvm's log.
     fn smolvm(&self, args: &[String]) -> anyhow::Result<()> {
+        let child = self.spawn_smolvm(args)?;
+        self.finish_smolvm(args, child)
+    }
+
+    fn spawn_smolvm(&self, args: &[String]) -> anyhow::Result<Child> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -210,13 +221,17 @@ impl Session<'_> {
             .0;
         let mut command = Command::new(&self.plan.smolvm);
         procs::clean_signal_mask(&mut command);
-        let status = command
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .status()
-            .with_context(|| format!("failed to run `{}`", self.plan.smolvm.display()))?;
+            .spawn()
+            .with_context(|| format!("failed to run `{}`", self.plan.smolvm.display()))
+    }
+
+    fn finish_smolvm(&self, args: &[String], mut child: Child) -> anyhow::Result<()> {
+        let status = child.wait()?;
         if !status.success() {
             let log = self.run_dir.layout.log("smolvm");
             return Err(ComponentFailed {
@@ -324,7 +339,7 @@ impl Session<'_> {
 
     fn teardown(&mut self, running: &mut Running) {
         let commands = &self.plan.smolvm_commands;
-        if running.machine_created {
+        if running.machine_started {
             let _ = self.smolvm(&commands.stop);
         }
         if let Some(mut exec) = running.exec.take() {
