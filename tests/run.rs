@@ -482,6 +482,13 @@ fn a_second_concurrent_run_is_refused_and_stop_tears_the_first_down() {
     assert_eq!(listed["runs"][0]["id"], env.id.as_str());
     assert_eq!(listed["runs"][0]["sidecars"].as_array().unwrap().len(), 3);
 
+    let follow = env
+        .command(&env.path_var())
+        .args(["logs", &env.id, "--component", "guard", "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+
     let started = Instant::now();
     let stop = env.bottle(&["stop", &env.id[..10]], &env.path_var());
     assert!(stop.status.success(), "{}", stderr(&stop));
@@ -492,6 +499,38 @@ fn a_second_concurrent_run_is_refused_and_stop_tears_the_first_down() {
     assert_eq!(record["state"], "ended");
     assert_eq!(record["outcome"]["reason"], "stopped by SIGTERM");
     assert_all_gone(&record);
+    // `logs --follow` printed the guard's log as it grew and ended with the run.
+    let followed = follow.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&followed.stdout);
+    assert!(text.contains("guard: contained"), "{text}");
+    assert!(text.contains("gvproxy exited"), "{text}");
+}
+
+#[test]
+fn a_sidecar_dying_mid_run_ends_the_run_with_125_and_tears_everything_down() {
+    let env = TestEnv::new();
+    let holding = env.write_probes(
+        "hold.json",
+        json!({"report": env.path("hold-report.json"), "exit_code": 0, "hold_ms": 30000}),
+    );
+    let started = Instant::now();
+    let child = env.spawn_run(&holding, &[], &["--sidecar", "git=sleep 1"]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        stderr(&out).contains("the git sidecar stopped while the guest ran"),
+        "{}",
+        stderr(&out)
+    );
+    let record = env.record();
+    assert_eq!(record["outcome"]["exit_code"], 125);
+    assert_all_gone(&record);
+    let calls = std::fs::read_to_string(env.path("smolvm/calls.log")).unwrap();
+    assert!(
+        calls.lines().last().unwrap().contains("machine delete"),
+        "{calls}"
+    );
 }
 
 fn script(path: &Path, body: &str) {

@@ -333,3 +333,97 @@ pub fn legacy_notice(network: &GuestNetwork) -> String {
         network.proxy_ip
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Manifest;
+    use crate::stage::build;
+
+    fn stage() -> Stage {
+        let manifest = Manifest::parse(
+            "t.toml",
+            "[agents.a]\nbottle = \"b\"\ncommand = [\"sh\"]\nsecrets = [\"KEY\"]\n\n[bottles.b]\nimage = \"alpine\"\ngit = true\n",
+        )
+        .unwrap();
+        build(&manifest.resolve(None).unwrap())
+    }
+
+    fn plan_for(stage: &Stage, mode: Mode) -> LaunchPlan {
+        let layout = Layout::new(Path::new("/run/user/1000/bottle"), &stage.id);
+        let commands = BTreeMap::from([(
+            SidecarKind::Egress,
+            vec!["proxy".to_owned(), "--port".to_owned(), "{port}".to_owned()],
+        )]);
+        plan(&Inputs {
+            stage,
+            stage_dir: Path::new("/store/stage"),
+            layout: &layout,
+            bottle: Path::new("/bin/bottle"),
+            smolvm: Path::new("/bin/smolvm"),
+            gvproxy: Path::new("/bin/gvproxy"),
+            mode,
+            workspace: Path::new("/home/me/project"),
+            sidecar_commands: &commands,
+            runner_pid: 4242,
+            terminal: false,
+        })
+    }
+
+    #[test]
+    fn legacy_mode_uses_gvproxys_fixed_network_and_adds_the_zones() {
+        let stage = stage();
+        let plan = plan_for(&stage, Mode::Legacy);
+        assert_eq!(plan.network.address.to_string(), "192.168.127.2");
+        assert_eq!(plan.network.proxy_ip.to_string(), "192.168.127.254");
+        assert_eq!(plan.network.mac, stage.plan.network.guest.mac);
+        assert_eq!(plan.zones.len(), 2);
+        assert!(plan.guard.gvproxy.contains(&"-ssh-port".to_owned()));
+        assert!(!plan.guard.gvproxy.contains(&"-config".to_owned()));
+        let create = plan.smolvm_commands.create.join(" ");
+        assert!(
+            create.contains("--net-address 192.168.127.2/24"),
+            "{create}"
+        );
+        assert!(render(&plan).contains("not the stage's subnet"));
+    }
+
+    #[test]
+    fn config_mode_uses_the_stages_network_and_file() {
+        let stage = stage();
+        let plan = plan_for(&stage, Mode::Config);
+        assert_eq!(plan.network.address, stage.plan.network.guest.ip);
+        assert_eq!(plan.network.gateway, stage.plan.network.gateway.ip);
+        assert!(plan.zones.is_empty());
+        assert_eq!(
+            plan.guard.gvproxy[1..3],
+            ["-config", "/store/stage/gvproxy.yaml"]
+        );
+        let create = plan.smolvm_commands.create.join(" ");
+        assert!(
+            create.contains(&format!("--net-address {}/24", stage.plan.network.guest.ip)),
+            "{create}"
+        );
+    }
+
+    #[test]
+    fn every_sidecar_gets_a_relay_and_a_bridge_and_secrets_stay_off_command_lines() {
+        let stage = stage();
+        let plan = plan_for(&stage, Mode::Legacy);
+        let ports: Vec<u16> = plan.guard.relays.iter().map(|r| r.port).collect();
+        assert_eq!(ports, [3128, 9418]);
+        assert_eq!(plan.guard.parent, 4242);
+        assert_eq!(plan.guard.writable, plan.run_dir.join("gv"));
+        assert!(plan.sidecars[0].command.is_some());
+        assert!(plan.sidecars[1].command.is_none());
+        let everything = serde_json::to_string(&plan).unwrap();
+        assert!(
+            !everything.contains("KEY"),
+            "a secret's name or value in the plan"
+        );
+        assert_eq!(
+            fill_port(plan.sidecars[0].command.as_ref().unwrap(), 20001),
+            ["proxy", "--port", "20001"]
+        );
+    }
+}

@@ -168,6 +168,7 @@ pub fn execute(
         record,
         secrets: &secrets,
         started,
+        note,
     }
     .run()
     .map_err(|err| {

@@ -267,3 +267,50 @@ pub fn ensure_short(layout: &Layout, sidecars: &[&str]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> StageId {
+        "0123456789abcdef0123456789abcdef".parse().unwrap()
+    }
+
+    #[test]
+    fn a_stage_runs_once_at_a_time_and_the_lock_goes_with_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("bottle");
+        let first = RunDir::acquire(&base, &id()).unwrap();
+        let second = RunDir::acquire(&base, &id())
+            .err()
+            .expect("a second run must be refused");
+        assert!(second.is::<AlreadyRunning>(), "{second:#}");
+        drop(first);
+        RunDir::acquire(&base, &id()).expect("the lock is free once its holder is gone");
+    }
+
+    #[test]
+    fn directories_open_to_others_or_symbolic_links_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(private_dir(&open).is_err());
+        let link = dir.path().join("link");
+        let target = dir.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(private_dir(&link).is_err());
+        assert!(private_dir(&target).is_ok());
+    }
+
+    #[test]
+    fn socket_paths_that_do_not_fit_are_found() {
+        let long = PathBuf::from(format!("/{}", "x".repeat(90)));
+        let layout = Layout::new(&long, &id());
+        assert!(!layout.too_long_sockets(["egress"]).is_empty());
+        let short = Layout::new(Path::new("/run/user/1000/bottle"), &id());
+        assert!(short.too_long_sockets(["egress", "supervise"]).is_empty());
+    }
+}

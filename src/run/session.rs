@@ -50,6 +50,8 @@ pub struct Session<'a> {
     /// Host variables that only smolvm may see.
     pub secrets: &'a [String],
     pub started: Instant,
+    /// Messages for the person running bottle.
+    pub note: &'a dyn Fn(&str),
 }
 
 impl Session<'_> {
@@ -100,7 +102,16 @@ impl Session<'_> {
             let host_port = match &sidecar.command {
                 Some(_) => ports::choose(sidecar.preferred_port, &taken, ports::is_free)
                     .context("no free host port for a sidecar in 20000-32767")?,
-                None => sidecar.preferred_port,
+                None => {
+                    if ports::is_free(sidecar.preferred_port) {
+                        (self.note)(&format!(
+                            "warning: nothing listens on 127.0.0.1:{} for the {} sidecar, which bottle does not start yet; the guest's connections to it will be closed",
+                            sidecar.preferred_port,
+                            sidecar.kind.name()
+                        ));
+                    }
+                    sidecar.preferred_port
+                }
             };
             taken.push(host_port);
             if let Some(command) = &sidecar.command {
