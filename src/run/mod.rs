@@ -1,7 +1,22 @@
 //! The runner: `bottle run` from a verified stage to a torn-down run. `preflight` judges the
 //! host, `launch` plans every process and file without side effects, `session` carries the plan
-//! out; `guard` is the other end, inside gvproxy's namespaces. Only this folder (and the
-//! sidecars') spawns processes or opens sockets. It reads stages, never manifests.
+//! out; `guard` is the other end, inside gvproxy's namespaces; `control` serves `ps`, `stop` and
+//! `logs`. Only this folder (and the sidecars') spawns processes or opens sockets. It reads
+//! stages, never manifests.
+//!
+//! Processes of a run: the runner (`bottle run`, holding the bridges as threads), the sidecars
+//! it starts, the guard (`bottle __guard`) and gvproxy inside it, and smolvm's commands.
+//!
+//! **Invariant:** a stage is launched only after `stage::verify` found it intact and preflight
+//! found smolvm's external network contract; there is no path to smolvm's TSI network.
+//! **Invariant:** gvproxy runs only inside the guard's user + network + mount namespace, whose
+//! only listeners are the relays to this run's bridges and whose file system is read-only but
+//! for gvproxy's own directory; the guard checks this before it starts gvproxy.
+//! **Invariant:** every process a run starts dies with the runner (PR_SET_PDEATHSIG), and a
+//! process is signalled from a record only when its pid and start time both match.
+//! **Invariant:** secrets reach smolvm through its environment only: never a command line, a
+//! file, `run.json`, the guard, gvproxy or a sidecar.
+//! **Invariant:** exactly one module names smolvm's flags (`smolvm`), one gvproxy's (`gvproxy`).
 
 pub mod control;
 pub mod guard;

@@ -218,6 +218,11 @@ fn answer(pending: Pending, cache: &mut ToolCache) -> Tool {
                 String::from_utf8_lossy(&out.stderr)
             );
             if !key.is_empty() {
+                // One answer per path and question: a replaced file drops its old entry.
+                let question = key.split(" | ").next().unwrap_or_default().to_owned();
+                cache
+                    .entries
+                    .retain(|k, _| k.split(" | ").next() != Some(question.as_str()));
                 cache.entries.insert(key, output.clone());
                 cache.changed = true;
             }
