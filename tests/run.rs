@@ -724,3 +724,34 @@ fn a_dry_run_prints_every_process_and_file_without_smolvm_or_gvproxy() {
         "a dry run created the run directory"
     );
 }
+
+#[test]
+fn ctrl_c_while_gvproxy_starts_stops_the_run_like_the_shell_would() {
+    let env = TestEnv::new();
+    script(
+        &env.path("bin/gvproxy"),
+        r#"case "$1" in -version) echo "gvproxy version v0.8.1";; *) exec sleep 30;; esac"#,
+    );
+    let probes = env.write_probes(
+        "p.json",
+        json!({"report": env.path("r.json"), "exit_code": 0}),
+    );
+    let child = env.spawn_run(&probes, &[], &[]);
+    let record = env.wait_for_state("starting", Duration::from_secs(20));
+    let runner: ProcessId = serde_json::from_value(record["runner"].clone()).unwrap();
+    // The record is written before the guard starts; wait until the guard is recorded too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.record()["components"].as_array().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the guard never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(runner.signal(nix::sys::signal::Signal::SIGINT));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let record = env.record();
+    assert_eq!(
+        record["outcome"]["reason"],
+        "stopped by SIGINT before the guest started"
+    );
+    assert_all_gone(&record);
+}

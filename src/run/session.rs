@@ -34,6 +34,11 @@ pub struct ComponentFailed {
     pub tail: String,
 }
 
+/// A stop request (Ctrl-C, SIGTERM, SIGHUP) that arrived before the guest started.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {0} before the guest started")]
+pub struct Interrupted(pub Signal);
+
 struct Running {
     sidecars: Vec<(String, Child)>,
     bridges: Vec<Bridge>,
@@ -78,6 +83,17 @@ impl Session<'_> {
         let _ = self.save();
         self.teardown(&mut running);
         self.record.timings.teardown_ms = Some(teardown_started.elapsed().as_secs_f64() * 1e3);
+        // A stop request during setup is not a failure of bottle's: it exits like the shell
+        // would for that signal.
+        let result = match result {
+            Err(err) => match err.downcast_ref::<Interrupted>() {
+                Some(Interrupted(signal)) => {
+                    Ok((Exit::Guest(128 + *signal as i32 as u8), err.to_string()))
+                }
+                None => Err(err),
+            },
+            ok => ok,
+        };
         let (exit, reason) = match &result {
             Ok((exit, reason)) => (*exit, reason.clone()),
             Err(err) => (Exit::RunFailed, format!("{err:#}")),
@@ -292,7 +308,7 @@ impl Session<'_> {
             }
             match signals::next(Some(Duration::from_millis(1))) {
                 Some(Signal::SIGCHLD) | None => {}
-                Some(signal) => bail!("interrupted by {signal} while waiting for gvproxy"),
+                Some(signal) => return Err(Interrupted(signal).into()),
             }
         }
     }
@@ -369,7 +385,11 @@ impl Session<'_> {
             bridge.remove();
         }
         let layout = &self.run_dir.layout;
-        for socket in [layout.vm_socket(), layout.api_socket()] {
+        for socket in [
+            layout.vm_socket(),
+            layout.api_socket(),
+            layout.gvproxy_pid(),
+        ] {
             let _ = std::fs::remove_file(socket);
         }
     }
