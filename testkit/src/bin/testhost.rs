@@ -30,8 +30,19 @@ fn serve(addr: SocketAddr, banner: String) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `ip` from iproute2: on PATH, or where Debian puts it (sbin is not on every PATH).
+fn ip_program() -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join("ip"))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| "ip".into())
+}
+
 fn ip(args: &[&str]) -> Result<(), String> {
-    let status = Command::new("ip")
+    let status = Command::new(ip_program())
         .args(args)
         .status()
         .map_err(|e| format!("ip: {e} (install iproute2)"))?;
