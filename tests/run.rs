@@ -514,7 +514,14 @@ fn a_sidecar_dying_mid_run_ends_the_run_with_125_and_tears_everything_down() {
         json!({"report": env.path("hold-report.json"), "exit_code": 0, "hold_ms": 30000}),
     );
     let started = Instant::now();
-    let child = env.spawn_run(&holding, &[], &["--sidecar", "git=sleep 1"]);
+    let child = env.spawn_run(
+        &holding,
+        &[],
+        &[
+            "--sidecar",
+            "git=testhost serve --addr 127.0.0.1:{port} --banner git --exit-after-ms 1000",
+        ],
+    );
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -754,4 +761,26 @@ fn ctrl_c_while_gvproxy_starts_stops_the_run_like_the_shell_would() {
         "stopped by SIGINT before the guest started"
     );
     assert_all_gone(&record);
+}
+
+#[test]
+fn a_sidecar_that_exits_before_listening_fails_the_run_before_the_machine_starts() {
+    let env = TestEnv::new();
+    let probes = env.write_probes(
+        "p.json",
+        json!({"report": env.path("r.json"), "exit_code": 0}),
+    );
+    let out = env
+        .spawn_run(&probes, &[], &["--sidecar", "git=sleep 0.2"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the git sidecar exited before it listened on 127.0.0.1:"),
+        "{}",
+        stderr(&out)
+    );
+    let calls = std::fs::read_to_string(env.path("smolvm/calls.log")).unwrap();
+    assert!(!calls.contains("machine start"), "{calls}");
+    assert_all_gone(&env.record());
 }

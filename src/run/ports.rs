@@ -1,5 +1,6 @@
 //! Host ports for sidecars: the stage's preferred port when it is free, else the next free one
-//! in the same range. The choice is a pure function of what is free; probing is the caller's.
+//! in the same range, and whether a sidecar listens yet. Choices and parsing are pure; the
+//! probes (a bind, a read of `/proc/net/tcp`) are separate.
 
 use std::net::{Ipv4Addr, TcpListener};
 
@@ -20,9 +21,51 @@ pub fn is_free(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
 
+/// The ports with a TCP listener on 127.0.0.1 or 0.0.0.0, from the text of `/proc/net/tcp`
+/// (addresses are little-endian hex, state 0A is LISTEN).
+pub fn loopback_listeners(proc_net_tcp: &str) -> Vec<u16> {
+    proc_net_tcp
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            let (addr, port) = local.split_once(':')?;
+            let reachable = matches!(addr, "0100007F" | "00000000");
+            (state == "0A" && reachable).then(|| u16::from_str_radix(port, 16).ok())?
+        })
+        .collect()
+}
+
+/// Is anything listening on host loopback `port` (in this network namespace)? Reads the
+/// kernel's table instead of connecting, so the sidecar sees no probe connection.
+pub fn is_listening(port: u16) -> bool {
+    std::fs::read_to_string("/proc/net/tcp")
+        .map(|table| loopback_listeners(&table).contains(&port))
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listeners_are_read_from_the_kernels_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:6D9F 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
+   2: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
+   3: 011212C6:0051 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1 0 100 0 0 10 0
+";
+        assert_eq!(loopback_listeners(table), [0x6D9F, 0x50]);
+    }
+
+    #[test]
+    fn a_listener_we_open_is_seen() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(is_listening(listener.local_addr().unwrap().port()));
+    }
 
     #[test]
     fn the_preferred_port_wins_when_free() {

@@ -203,6 +203,7 @@ impl Session<'_> {
             self.note_component("gvproxy", pid);
         }
         let after_wait = Instant::now();
+        self.wait_for_sidecars(running)?;
         if plan.mode == gvproxy::Mode::Legacy {
             gvproxy::add_zones(&layout.api_socket(), &plan.zones)
                 .context("failed to add the stage's DNS zones to gvproxy")?;
@@ -311,6 +312,44 @@ impl Session<'_> {
                 Some(signal) => return Err(Interrupted(signal).into()),
             }
         }
+    }
+
+    /// Waits until every sidecar bottle started listens on its host port (by then gvproxy is
+    /// up, so this is rarely a wait at all). A sidecar that exits first fails the run.
+    fn wait_for_sidecars(&self, running: &mut Running) -> anyhow::Result<()> {
+        let deadline = Instant::now() + SOCKET_TIMEOUT;
+        for (name, child) in &mut running.sidecars {
+            let port = self
+                .record
+                .sidecars
+                .iter()
+                .find(|s| s.name.name() == name.as_str())
+                .map(|s| s.host_port)
+                .expect("every started sidecar is recorded");
+            while !ports::is_listening(port) {
+                let log = self.run_dir.layout.log(name);
+                if let Some(status) = child.try_wait()? {
+                    return Err(ComponentFailed {
+                        what: format!("the {name} sidecar exited before it listened on 127.0.0.1:{port} ({status})"),
+                        log: log.display().to_string(),
+                        tail: tail(&log, 20),
+                    }
+                    .into());
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "the {name} sidecar did not listen on 127.0.0.1:{port} within {} s; see `{}`",
+                        SOCKET_TIMEOUT.as_secs(),
+                        log.display()
+                    );
+                }
+                match signals::next(Some(Duration::from_millis(1))) {
+                    Some(Signal::SIGCHLD) | None => {}
+                    Some(signal) => return Err(Interrupted(signal).into()),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The main loop: the first of the guest's end, a signal, or a component's death.

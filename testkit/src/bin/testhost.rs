@@ -1,7 +1,8 @@
 //! The host side of bottle's end-to-end tests, for tests only.
 //!
-//! `testhost serve --addr IP:PORT --banner NAME`: a sidecar (or decoy) server: for each
-//! connection it reads one line and answers `NAME:<line>`, then closes.
+//! `testhost serve --addr IP:PORT --banner NAME [--exit-after-ms MS]`: a sidecar (or decoy)
+//! server: for each connection it reads one line and answers `NAME:<line>`, then closes; with
+//! `--exit-after-ms` it exits (code 3) after that long, like a sidecar that crashes.
 //!
 //! `testhost netns [--listen IP:PORT=NAME]... [--pid-file FILE] -- COMMAND...`: run inside a
 //! fresh network namespace (the test starts it under `unshare --user --map-root-user --net`):
@@ -77,16 +78,22 @@ fn run() -> Result<u8, String> {
         Some("serve") => {
             let mut addr = None;
             let mut banner = None;
+            let mut exit_after = None;
             let mut it = args[1..].iter();
             while let Some(a) = it.next() {
                 match a.as_str() {
                     "--addr" => addr = it.next().and_then(|s| s.parse().ok()),
                     "--banner" => banner = it.next().cloned(),
+                    "--exit-after-ms" => exit_after = it.next().and_then(|s| s.parse().ok()),
                     other => return Err(format!("unexpected {other}")),
                 }
             }
             let (addr, banner) = addr.zip(banner).ok_or("serve needs --addr and --banner")?;
             serve(addr, banner).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            if let Some(ms) = exit_after {
+                thread::sleep(std::time::Duration::from_millis(ms));
+                return Ok(3);
+            }
             loop {
                 thread::park();
             }
