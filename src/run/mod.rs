@@ -162,6 +162,7 @@ pub fn execute(
     if plan.mode == gvproxy::Mode::Legacy {
         note(&launch::legacy_notice(&plan.network));
     }
+    let checks_ms = started.elapsed().as_secs_f64() * 1e3;
     let record = RunRecord {
         version: record::RECORD_VERSION,
         id: stage.id.to_string(),
@@ -174,7 +175,10 @@ pub fn execute(
         components: Vec::new(),
         sidecars: Vec::new(),
         outcome: None,
-        timings: Default::default(),
+        timings: record::Timings {
+            checks_ms: Some(checks_ms),
+            ..Default::default()
+        },
     };
     let secrets: Vec<String> = stage.spec.secrets.iter().cloned().collect();
     session::Session {

@@ -37,10 +37,20 @@ pub struct RunRecord {
 /// Where the time went, in milliseconds; filled in as the run goes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
-    /// bottle's own work from its start to smolvm's start, without the wait for gvproxy.
+    /// bottle's own work from its start to the guest's command, without the waits for gvproxy
+    /// and the sidecars and without `smolvm machine start`.
     pub bottle_ms: Option<f64>,
+    /// Of that, before the run directory was taken: arguments, verifying the stage, preflight.
+    #[serde(default)]
+    pub checks_ms: Option<f64>,
     /// From starting the guard to gvproxy's VM socket.
     pub gvproxy_wait_ms: Option<f64>,
+    /// After gvproxy was ready, until the sidecars bottle started listened.
+    #[serde(default)]
+    pub sidecar_wait_ms: Option<f64>,
+    /// `smolvm machine start`, which bottle waits for before running the guest's command.
+    #[serde(default)]
+    pub smolvm_start_ms: Option<f64>,
     pub teardown_ms: Option<f64>,
 }
 

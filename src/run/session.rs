@@ -112,7 +112,77 @@ impl Session<'_> {
         let plan = self.plan;
         let layout = self.run_dir.layout.clone();
         self.record.state = State::Starting;
-        // Host ports, sidecars and bridges.
+        // The guard first: gvproxy's start-up is the longest step, and everything below
+        // happens while it runs. It needs only the bridges' paths, not the bridges.
+        fs::write(&plan.guard_config, serde_json::to_vec_pretty(&plan.guard)?)?;
+        let guard_log = fs::File::create(layout.log("guard"))?.into_parts().0;
+        let mut cmd = Command::new(&plan.guard_command[0]);
+        cmd.args(&plan.guard_command[1..])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(guard_log.try_clone()?)
+            .stderr(guard_log)
+            .process_group(0);
+        procs::die_with_parent(&mut cmd);
+        let guard = cmd.spawn().context("failed to start the guard")?;
+        self.note_component("guard", guard.id());
+        running.guard = Some(guard);
+        // The machine is created while gvproxy starts: `create` only records the machine, and
+        // the NIC attaches to the socket at `start`. Teardown deletes it whatever happens next.
+        let commands = &plan.smolvm_commands;
+        if self.run_dir.cleared.is_some() {
+            let _ = self.smolvm(&commands.clear);
+        }
+        let create = self.spawn_smolvm(&commands.create)?;
+        running.machine_created = true;
+        let sidecars = self.start_sidecars(running).and_then(|()| self.save());
+        let own_work = self.started.elapsed();
+        let waited = Instant::now();
+        let socket = sidecars.and_then(|()| self.wait_for_socket(running));
+        // Reaped whatever happened, so that teardown's delete never races the create.
+        let created = self.finish_smolvm(&commands.create, create);
+        socket?;
+        self.record.timings.gvproxy_wait_ms = Some(waited.elapsed().as_secs_f64() * 1e3);
+        created.context("smolvm could not create the machine")?;
+        if let Some(pid) = fs::read_to_string(layout.gvproxy_pid())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            self.note_component("gvproxy", pid);
+        }
+        let sidecars_waited = Instant::now();
+        self.wait_for_sidecars(running)?;
+        let sidecar_wait = sidecars_waited.elapsed();
+        self.record.timings.sidecar_wait_ms = Some(sidecar_wait.as_secs_f64() * 1e3);
+        let after_wait = Instant::now();
+        if plan.mode == gvproxy::Mode::Legacy {
+            gvproxy::add_zones(&layout.api_socket(), &plan.zones)
+                .context("failed to add the stage's DNS zones to gvproxy")?;
+        }
+        running.machine_started = true;
+        let starting = Instant::now();
+        self.smolvm(&commands.start)
+            .context("smolvm could not start the machine")?;
+        let smolvm_start = starting.elapsed();
+        self.record.timings.smolvm_start_ms = Some(smolvm_start.as_secs_f64() * 1e3);
+        let mut exec = Command::new(&plan.smolvm);
+        exec.args(&commands.exec);
+        procs::die_with_parent(&mut exec);
+        self.record.timings.bottle_ms =
+            Some((own_work + after_wait.elapsed() - smolvm_start).as_secs_f64() * 1e3);
+        let exec = exec
+            .spawn()
+            .with_context(|| format!("failed to run `{}`", plan.smolvm.display()))?;
+        self.note_component("smolvm", exec.id());
+        running.exec = Some(exec);
+        self.record.state = State::Running;
+        self.save()?;
+        Ok(())
+    }
+
+    /// Chooses each sidecar's host port, starts the sidecars bottle runs and a bridge for each.
+    fn start_sidecars(&mut self, running: &mut Running) -> anyhow::Result<()> {
+        let plan = self.plan;
         let mut taken = Vec::new();
         for sidecar in &plan.sidecars {
             let host_port = match &sidecar.command {
@@ -166,62 +236,6 @@ impl Session<'_> {
                 socket: sidecar.socket.display().to_string(),
             });
         }
-        // The guard, which starts gvproxy inside its namespaces.
-        fs::write(&plan.guard_config, serde_json::to_vec_pretty(&plan.guard)?)?;
-        let guard_log = fs::File::create(layout.log("guard"))?.into_parts().0;
-        let mut cmd = Command::new(&plan.guard_command[0]);
-        cmd.args(&plan.guard_command[1..])
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(guard_log.try_clone()?)
-            .stderr(guard_log)
-            .process_group(0);
-        procs::die_with_parent(&mut cmd);
-        let guard = cmd.spawn().context("failed to start the guard")?;
-        self.note_component("guard", guard.id());
-        running.guard = Some(guard);
-        self.save()?;
-        // The machine is created while gvproxy starts: `create` only records the machine, and
-        // the NIC attaches to the socket at `start`. Teardown deletes it whatever happens next.
-        let commands = &plan.smolvm_commands;
-        if self.run_dir.cleared.is_some() {
-            let _ = self.smolvm(&commands.clear);
-        }
-        let create = self.spawn_smolvm(&commands.create)?;
-        running.machine_created = true;
-        let own_work = self.started.elapsed();
-        let waited = Instant::now();
-        let socket = self.wait_for_socket(running);
-        let created = self.finish_smolvm(&commands.create, create);
-        socket?;
-        self.record.timings.gvproxy_wait_ms = Some(waited.elapsed().as_secs_f64() * 1e3);
-        created.context("smolvm could not create the machine")?;
-        if let Some(pid) = fs::read_to_string(layout.gvproxy_pid())
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            self.note_component("gvproxy", pid);
-        }
-        let after_wait = Instant::now();
-        self.wait_for_sidecars(running)?;
-        if plan.mode == gvproxy::Mode::Legacy {
-            gvproxy::add_zones(&layout.api_socket(), &plan.zones)
-                .context("failed to add the stage's DNS zones to gvproxy")?;
-        }
-        running.machine_started = true;
-        self.smolvm(&commands.start)
-            .context("smolvm could not start the machine")?;
-        let mut exec = Command::new(&plan.smolvm);
-        exec.args(&commands.exec);
-        procs::die_with_parent(&mut exec);
-        self.record.timings.bottle_ms = Some((own_work + after_wait.elapsed()).as_secs_f64() * 1e3);
-        let exec = exec
-            .spawn()
-            .with_context(|| format!("failed to run `{}`", plan.smolvm.display()))?;
-        self.note_component("smolvm", exec.id());
-        running.exec = Some(exec);
-        self.record.state = State::Running;
-        self.save()?;
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`, the runner's part: how long `bottle run --yes` takes to reach smolvm
-//! (split into bottle's own work and the wait for gvproxy's VM socket) and how long teardown
-//! takes. Uses the release build, Debian's gvproxy and the testkit's stand-in smolvm, whose
+//! (split into bottle's own work, the wait for gvproxy's VM socket, the wait for the test
+//! sidecar to listen and the stand-in's `machine start`) and how long teardown takes. Uses the release build, Debian's gvproxy and the testkit's stand-in smolvm, whose
 //! guest only talks to the contained gvproxy. Targets: own work <= 30 ms, teardown <= 200 ms.
 
 use std::path::{Path, PathBuf};
@@ -124,6 +124,14 @@ fn bench(target: &Path, dir: &Path) -> anyhow::Result<()> {
         name: "  of which: waiting for gvproxy's VM socket",
         values: vec![],
     };
+    let mut sidecars = Stats {
+        name: "  of which: waiting for the sidecar to listen",
+        values: vec![],
+    };
+    let mut start = Stats {
+        name: "  of which: smolvm machine start (stand-in)",
+        values: vec![],
+    };
     let mut own = Stats {
         name: "  of which: bottle's own work",
         values: vec![],
@@ -164,15 +172,19 @@ fn bench(target: &Path, dir: &Path) -> anyhow::Result<()> {
         }
         let total = (started - t0) as f64 / 1e6;
         let waited = record.timings.gvproxy_wait_ms.unwrap_or(0.0);
+        let sidecar_waited = record.timings.sidecar_wait_ms.unwrap_or(0.0);
+        let starting = record.timings.smolvm_start_ms.unwrap_or(0.0);
+        start.values.push(starting);
         to_start.values.push(total);
         wait.values.push(waited);
-        own.values.push(total - waited);
+        sidecars.values.push(sidecar_waited);
+        own.values.push(total - waited - sidecar_waited - starting);
         teardown
             .values
             .push(record.timings.teardown_ms.unwrap_or(f64::NAN));
     }
     println!("bottle run ({RUNS} runs, release build, gvproxy legacy mode, stand-in smolvm)");
-    for stats in [&to_start, &wait, &own, &teardown] {
+    for stats in [&to_start, &wait, &sidecars, &start, &own, &teardown] {
         println!("{}", stats.line());
     }
     println!(
