@@ -234,27 +234,6 @@ pub fn render(plan: &LaunchPlan) -> String {
         n += 1;
         let _ = writeln!(out, "  {n}. {what}\n     {line}");
     };
-    for s in &plan.sidecars {
-        match &s.command {
-            Some(command) => step(
-                &mut out,
-                format!(
-                    "sidecar {} on 127.0.0.1:{{port}} (preferred {}, another free one if taken)",
-                    s.kind.name(),
-                    s.preferred_port
-                ),
-                shell_line(command),
-            ),
-            None => {
-                let _ = writeln!(
-                    out,
-                    "     (sidecar {}: not started by bottle; expected listening on 127.0.0.1:{})",
-                    s.kind.name(),
-                    s.preferred_port
-                );
-            }
-        }
-    }
     step(
         &mut out,
         "the guard: new user + network + mount namespace, loopback only, read-only except gvproxy's directory".into(),
@@ -297,9 +276,30 @@ pub fn render(plan: &LaunchPlan) -> String {
     );
     step(
         &mut out,
-        "smolvm: create the machine".into(),
+        "smolvm: create the machine, while gvproxy starts".into(),
         smolvm(&c.create),
     );
+    for s in &plan.sidecars {
+        match &s.command {
+            Some(command) => step(
+                &mut out,
+                format!(
+                    "sidecar {} on 127.0.0.1:{{port}} (preferred {}, another free one if taken), with a bridge; bottle waits until it listens",
+                    s.kind.name(),
+                    s.preferred_port
+                ),
+                shell_line(command),
+            ),
+            None => {
+                let _ = writeln!(
+                    out,
+                    "     (sidecar {}: not started by bottle; expected listening on 127.0.0.1:{})",
+                    s.kind.name(),
+                    s.preferred_port
+                );
+            }
+        }
+    }
     step(
         &mut out,
         "smolvm: start it, once gvproxy's VM socket exists".into(),
