@@ -2,6 +2,14 @@
 //! network contract from `machine create --help` and builds every command line the runner uses.
 //! It never spawns anything itself, and never builds a command without the contained NIC: there
 //! is no TSI path to fall back to.
+//!
+//! The sequence of one run: `machine create --name N --smolfile F --net --net-backend virtio-net
+//! --net-unixstream S --net-address A/P --net-gateway G --net-dns D --net-mac M --volume W:WORKDIR`,
+//! `machine start --name N`, `machine exec --name N [--interactive --tty] -- COMMAND` in the
+//! foreground (its exit code is the guest's), then `machine stop --name N` and
+//! `machine delete --name N -f`. The external network flags are the fork's documented contract;
+//! `--volume` and `exec`'s `--interactive --tty` follow upstream smolvm's CLI and are the first
+//! things to check against a real install (the stand-in in `testkit` accepts exactly this).
 
 use std::path::Path;
 
