@@ -141,6 +141,18 @@ impl TestEnv {
 
     /// `bottle run --yes` inside a fresh network namespace whose host side has `listens`.
     fn spawn_run(&self, probes: &Path, listens: &[String], extra: &[&str]) -> Child {
+        self.spawn_run_as(None, Path::new(bottle_exe()), probes, listens, extra)
+    }
+
+    /// The same, as user `uid` when given (through `setpriv`), with this `bottle`.
+    fn spawn_run_as(
+        &self,
+        uid: Option<u32>,
+        bottle: &Path,
+        probes: &Path,
+        listens: &[String],
+        extra: &[&str],
+    ) -> Child {
         let mut args: Vec<String> = vec![
             "--user".into(),
             "--map-root-user".into(),
@@ -156,7 +168,7 @@ impl TestEnv {
         }
         args.extend([
             "--".into(),
-            bottle_exe().into(),
+            bottle.display().to_string(),
             "run".into(),
             self.id.clone(),
         ]);
@@ -175,7 +187,19 @@ impl TestEnv {
             .map(String::from),
         );
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut unshare = Command::new("unshare");
+        let mut unshare = match uid {
+            None => Command::new("unshare"),
+            Some(uid) => {
+                let mut setpriv = Command::new("setpriv");
+                setpriv.args([
+                    format!("--reuid={uid}"),
+                    format!("--regid={uid}"),
+                    "--clear-groups".into(),
+                    "unshare".into(),
+                ]);
+                setpriv
+            }
+        };
         unshare
             .args(&args)
             .current_dir(&self.root)
@@ -782,5 +806,62 @@ fn a_sidecar_that_exits_before_listening_fails_the_run_before_the_machine_starts
     );
     let calls = std::fs::read_to_string(env.path("smolvm/calls.log")).unwrap();
     assert!(!calls.contains("machine start"), "{calls}");
+    assert_all_gone(&env.record());
+}
+
+#[test]
+fn an_unprivileged_user_gets_the_same_containment() {
+    // As root, the run is made as nobody; run by anyone else, the test already is unprivileged.
+    let user = nix::unistd::geteuid().is_root().then_some(65534u32);
+    let env = TestEnv::new();
+    // The user must be able to run the binaries wherever the checkout is: copy them into the
+    // test's directory, which becomes the user's.
+    let private_bin = env.path("ubin");
+    std::fs::create_dir(&private_bin).unwrap();
+    for (name, from) in [
+        ("bottle", PathBuf::from(bottle_exe())),
+        ("fake-smolvm", testkit_bin("fake-smolvm")),
+        ("testhost", testkit_bin("testhost")),
+    ] {
+        std::fs::copy(&from, private_bin.join(name)).unwrap();
+    }
+    for name in ["smolvm", "testhost"] {
+        std::fs::remove_file(env.path("bin").join(name)).unwrap();
+    }
+    std::os::unix::fs::symlink(private_bin.join("fake-smolvm"), env.path("bin/smolvm")).unwrap();
+    std::os::unix::fs::symlink(private_bin.join("testhost"), env.path("bin/testhost")).unwrap();
+    let probes = env.write_probes("probes.json", full_probes(&env, "report.json", 7));
+    if let Some(uid) = user {
+        for entry in walkdir::WalkDir::new(&env.root) {
+            let path = entry.unwrap().into_path();
+            std::os::unix::fs::lchown(&path, Some(uid), Some(uid)).unwrap();
+        }
+    }
+    let out = env
+        .spawn_run_as(user, &private_bin.join("bottle"), &probes, &decoys(), &[])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let report = env.report("report.json");
+    assert_eq!(report["errors"], json!([]), "{report:#}");
+    assert_eq!(
+        report["sidecars"]["HTTP_PROXY"],
+        "established: egress:hello from HTTP_PROXY\n"
+    );
+    assert_eq!(report["must_fail_tcp"].as_object().unwrap().len(), 4);
+    for (label, outcome) in report["must_fail_tcp"].as_object().unwrap() {
+        assert!(
+            !outcome.as_str().unwrap().starts_with("established"),
+            "{label}: {outcome}"
+        );
+    }
+    assert!(report["expose"]
+        .as_str()
+        .unwrap()
+        .contains("read-only file system"));
+    assert_eq!(
+        std::fs::read_to_string(env.path("owned.txt")).unwrap(),
+        "the test's own file\n"
+    );
     assert_all_gone(&env.record());
 }
