@@ -224,28 +224,56 @@ impl Manifest {
 }
 
 fn deserialize(file: &str, text: &str) -> Result<RawManifest, SpecError> {
-    let deserializer =
-        toml::de::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, ""))?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = table_path(e.path());
-        toml_error(file, text, e.inner(), &path)
-    })
+    let document = toml::de::DeTable::parse(text).map_err(|e| toml_error(file, text, &e, None))?;
+    // Keep the parsed tree: when deserialisation fails, it tells which table the error is in.
+    let tree = document.clone();
+    RawManifest::deserialize(toml::de::Deserializer::from(document))
+        .map_err(|e| toml_error(file, text, &e, Some(tree.get_ref())))
 }
 
-/// `bottles.default.egress` -> `[bottles.default.egress]`; the field that failed is not included.
-fn table_path(path: &serde_path_to_error::Path) -> String {
-    let segments: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-    if segments.is_empty() || segments == ["?"] {
-        String::new()
+/// The keys leading to the deepest key or value whose span holds `offset`.
+fn key_path_at(table: &toml::de::DeTable<'_>, offset: usize) -> Vec<String> {
+    for (key, value) in table.iter() {
+        let here = key.span().contains(&offset) || value.span().contains(&offset);
+        // Tables opened by a `[header]` span only their header: look inside them regardless.
+        let inner = match value.get_ref() {
+            toml::de::DeValue::Table(inner) => key_path_at(inner, offset),
+            _ => Vec::new(),
+        };
+        if !inner.is_empty() || here {
+            let mut path = vec![key.get_ref().to_string()];
+            path.extend(inner);
+            return path;
+        }
+    }
+    Vec::new()
+}
+
+fn table_name(path: &[String]) -> String {
+    if path.is_empty() {
+        " at the top level".to_owned()
     } else {
-        format!(" in [{}]", segments.join("."))
+        format!(" in [{}]", path.join("."))
     }
 }
 
 /// Rewrites serde's wording into ours: "unknown field" becomes "unknown key" with a suggestion.
-fn toml_error(file: &str, text: &str, error: &toml::de::Error, path: &str) -> SpecError {
+fn toml_error(
+    file: &str,
+    text: &str,
+    error: &toml::de::Error,
+    tree: Option<&toml::de::DeTable<'_>>,
+) -> SpecError {
     let message = error.message().trim();
     let span = error.span().unwrap_or(0..0);
+    let key_path = tree.map(|t| key_path_at(t, span.start)).unwrap_or_default();
+    // The error sits on a key or value; its table is everything before that key.
+    let table = key_path.len().saturating_sub(1);
+    let path = if tree.is_some() {
+        table_name(&key_path[..table])
+    } else {
+        String::new()
+    };
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
@@ -265,11 +293,20 @@ fn toml_error(file: &str, text: &str, error: &toml::de::Error, path: &str) -> Sp
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         let key = rest.split('`').next().unwrap_or(rest);
+        let path = table_name(&key_path);
         return SpecError::at(file, text, span, format!("missing key `{key}`{path}"))
             .help(format!("add `{key} = …` to this table"));
     }
     if message.starts_with("invalid type") {
-        return SpecError::at(file, text, span, format!("{message}{path}")).help(
+        let message = message
+            .replace("expected a sequence", "expected a list")
+            .replace("expected i64", "expected an integer")
+            .replace("expected a map", "expected a table");
+        let what = key_path
+            .last()
+            .map(|k| format!(" for `{k}`"))
+            .unwrap_or_default();
+        return SpecError::at(file, text, span, format!("{message}{what}{path}")).help(
             "check the value's type: strings are quoted, lists are in `[...]`, tables in `{...}`",
         );
     }

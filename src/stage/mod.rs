@@ -65,3 +65,11 @@ pub fn build(spec: &ResolvedSpec) -> Stage {
         files,
     }
 }
+
+/// The stages of every agent of a manifest, in agent-name order.
+pub fn build_all(manifest: &crate::spec::Manifest) -> Result<Vec<Stage>, crate::spec::SpecError> {
+    manifest
+        .agent_names()
+        .map(|name| Ok(build(&manifest.resolve(Some(name))?)))
+        .collect()
+}

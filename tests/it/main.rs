@@ -1,0 +1,10 @@
+//! The integration tests: one binary, driving the real `bottle` executable in a fresh temporary
+//! directory through `TestEnv`, and reading the repository's golden cases and committed stages.
+
+mod cli;
+mod concurrency;
+mod golden;
+mod identity;
+mod rendering;
+mod smolfile_parsers;
+mod support;
