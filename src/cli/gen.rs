@@ -39,6 +39,10 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
     let path = store.stage_dir(&stage.id).display().to_string();
     match outcome {
         WriteOutcome::Created => output::note(&format!("created stage {} at {path}", stage.id)),
+        WriteOutcome::Repaired => output::note(&format!(
+            "replaced the damaged stage {} at {path}",
+            stage.id
+        )),
         WriteOutcome::Existed => output::note(&format!(
             "stage {} already exists at {path}; nothing written",
             stage.id
@@ -50,7 +54,7 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
             id: stage.id.to_string(),
             agent: &spec.agent,
             path,
-            created: outcome == WriteOutcome::Created,
+            created: outcome != WriteOutcome::Existed,
         })?;
     } else {
         output::data(&stage.id.to_string())?;

@@ -512,3 +512,29 @@ fn help_teaches_and_lists_exit_codes() {
     let run = env.run(&["frobnicate"]);
     assert_eq!(run.code, 2);
 }
+
+#[test]
+fn gen_replaces_a_damaged_stage() {
+    let env = TestEnv::new();
+    env.write("bottle.toml", MINIMAL);
+    let id = env.ok(&["gen"]).trim().to_owned();
+    let smolfile = env.store().join(&id).join("smolfile.toml");
+    tamper(&smolfile, |_| String::new());
+    assert_eq!(env.run(&["verify"]).code, 1);
+    let run = env.run(&["gen"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("replaced the damaged stage"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.run(&["verify"]).code, 0);
+    assert_eq!(
+        env.store_listing()
+            .iter()
+            .filter(|e| !e.contains('/'))
+            .count(),
+        1,
+        "debris left"
+    );
+}
