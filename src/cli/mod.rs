@@ -3,10 +3,13 @@
 //! stdout carries data (ids, tables, `--json`); every message goes to stderr.
 
 mod diff;
+mod export;
+mod gc;
 mod gen;
 mod hash;
 mod ls;
 mod output;
+mod pin;
 mod show;
 mod verify;
 
@@ -48,6 +51,11 @@ enum Command {
     Ls(ls::Args),
     Verify(verify::Args),
     Diff(diff::Args),
+    Pin(pin::PinArgs),
+    Unpin(pin::UnpinArgs),
+    Gc(gc::Args),
+    Export(export::ExportArgs),
+    Import(export::ImportArgs),
 }
 
 /// The store, shared by every command that reads or writes stages.
@@ -81,6 +89,11 @@ impl ManifestArgs {
     }
 }
 
+/// The command tree, for generated documentation (completions, the man page).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -100,6 +113,11 @@ pub fn main() -> ExitCode {
         Command::Ls(args) => ls::exec(args),
         Command::Verify(args) => verify::exec(args),
         Command::Diff(args) => diff::exec(args),
+        Command::Pin(args) => pin::exec_pin(args),
+        Command::Unpin(args) => pin::exec_unpin(args),
+        Command::Gc(args) => gc::exec(args),
+        Command::Export(args) => export::exec_export(args),
+        Command::Import(args) => export::exec_import(args),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -3,8 +3,11 @@
 //! and `diff` read them back. The runner reads stages, never manifests.
 
 pub mod alloc;
+pub mod archive;
 pub mod diff;
+pub mod gc;
 pub mod id;
+pub mod pins;
 pub mod store;
 pub mod verify;
 

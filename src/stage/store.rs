@@ -315,3 +315,45 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// A lock on a stage directory (`flock`), released on drop. A run holds it shared for as long as
+/// it uses the stage; `gc` takes it exclusively before removing a stage, and skips a stage whose
+/// lock is taken.
+#[derive(Debug)]
+pub struct StageLock {
+    _file: std::fs::File,
+}
+
+impl Store {
+    /// Holds the stage shared, for a run: `gc` will not remove it meanwhile.
+    pub fn hold(&self, id: &StageId) -> anyhow::Result<StageLock> {
+        let file = std::fs::File::open(self.stage_dir(id))
+            .with_context(|| format!("failed to open the stage {id}"))?;
+        file.lock_shared()
+            .with_context(|| format!("failed to lock the stage {id}"))?;
+        Ok(StageLock { _file: file })
+    }
+
+    /// The exclusive lock, or `None` when someone holds the stage.
+    pub fn try_lock_exclusive(&self, id: &StageId) -> anyhow::Result<Option<StageLock>> {
+        let file = std::fs::File::open(self.stage_dir(id))
+            .with_context(|| format!("failed to open the stage {id}"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(StageLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("failed to lock the stage {id}"))
+            }
+        }
+    }
+
+    /// Removes a stage, holding its exclusive lock: first renamed aside so that the id never names
+    /// a half-removed stage, then deleted.
+    pub fn remove(&self, id: &StageId, _lock: StageLock) -> anyhow::Result<()> {
+        let aside = TempDir::create(&self.root, id)?;
+        fs::remove_dir(&aside.path)?;
+        fs::rename(self.stage_dir(id), &aside.path)?;
+        drop(aside);
+        Ok(())
+    }
+}

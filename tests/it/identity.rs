@@ -64,7 +64,9 @@ fn write(model: &Model, style: &Style) -> String {
     let memory = match style.memory_spelling % 3 {
         0 => model.memory_mib.to_string(),
         1 => quoted(&format!("{}MiB", model.memory_mib)),
-        _ if model.memory_mib % 1024 == 0 => quoted(&format!("{}GiB", model.memory_mib / 1024)),
+        _ if model.memory_mib.is_multiple_of(1024) => {
+            quoted(&format!("{}GiB", model.memory_mib / 1024))
+        }
         _ => quoted(&format!("{} MiB", model.memory_mib)),
     };
     let hosts: Vec<String> = model

@@ -5,6 +5,7 @@ mod cli;
 mod concurrency;
 mod golden;
 mod identity;
+mod lifecycle;
 mod rendering;
 mod smolfile_parsers;
 mod support;

@@ -4,15 +4,17 @@
 //! stages  regenerate stages/ from examples/*.toml
 //! ci      fmt, clippy with warnings denied, and the whole test suite
 //! bench   speed of the generator, as whole processes
+//! dist    shell completions and man pages from the clap definitions, into target/dist/
 
 mod bench;
 mod bless;
 mod ci;
+mod dist;
 mod stages;
 
 use std::path::{Path, PathBuf};
 
-const USAGE: &str = "usage: cargo xtask <bless|stages|ci|bench>";
+const USAGE: &str = "usage: cargo xtask <bless|stages|ci|bench|dist>";
 
 fn main() -> std::process::ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -21,6 +23,7 @@ fn main() -> std::process::ExitCode {
         "stages" => stages::run(),
         "ci" => ci::run(),
         "bench" => bench::run(),
+        "dist" => dist::run(),
         _ => {
             eprintln!("{USAGE}");
             return std::process::ExitCode::from(2);
