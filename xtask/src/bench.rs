@@ -95,6 +95,53 @@ pub fn run() -> anyhow::Result<()> {
         verify,
         Some(Duration::from_secs(5)),
     );
+    let gc = median(3, |_| {
+        time(
+            Command::new(&bottle)
+                .args(["gc", "--dry-run", "--store"])
+                .arg(&big),
+        )
+    })?;
+    report.row(
+        &format!("gc --dry-run, {count} stages"),
+        gc,
+        Some(Duration::from_secs(1)),
+    );
+
+    let id = String::from_utf8(
+        Command::new(&bottle)
+            .arg("hash")
+            .arg(&example)
+            .output()?
+            .stdout,
+    )?;
+    let archive = work.join("stage.tar");
+    let export = median(RUNS, |_| {
+        time(
+            Command::new(&bottle)
+                .arg("export")
+                .arg(id.trim())
+                .arg("-o")
+                .arg(&archive)
+                .arg("--store")
+                .arg(&existing),
+        )
+    })?;
+    report.row("export", export, Some(Duration::from_millis(20)));
+    let import = median(RUNS, |i| {
+        time(
+            Command::new(&bottle)
+                .arg("import")
+                .arg(&archive)
+                .arg("--store")
+                .arg(work.join(format!("import-{i}"))),
+        )
+    })?;
+    report.row(
+        "import (into an empty store)",
+        import,
+        Some(Duration::from_millis(20)),
+    );
 
     fs::remove_dir_all(&work)?;
     report.print();
