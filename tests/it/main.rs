@@ -1,6 +1,7 @@
 //! The integration tests: one binary, driving the real `bottle` executable in a fresh temporary
 //! directory through `TestEnv`, and reading the repository's golden cases and committed stages.
 
+mod assignments;
 mod cli;
 mod concurrency;
 mod golden;
