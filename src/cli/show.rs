@@ -82,16 +82,17 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
     line(String::new());
     line("the guest can reach".into());
     for sidecar in &plan.sidecars {
-        let what = match sidecar.name {
-            SidecarKind::Egress => "egress proxy",
-            SidecarKind::Git => "git gateway",
-            SidecarKind::Supervise => "supervisor",
+        let what = match sidecar.kind {
+            SidecarKind::Egress => "egress proxy".to_owned(),
+            SidecarKind::Git => "git gateway".to_owned(),
+            SidecarKind::Supervise => "supervisor".to_owned(),
+            SidecarKind::Custom => format!("sidecar {}", sidecar.name),
         };
         line(format!(
             "  {what:<13} {:<32} host 127.0.0.1:{} (preferred)",
             sidecar.guest_url, sidecar.host_port
         ));
-        match sidecar.name {
+        match sidecar.kind {
             SidecarKind::Egress if spec.egress.allow.is_empty() => {
                 line("    no hosts: every request through the proxy is refused".into())
             }
@@ -108,14 +109,13 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
             SidecarKind::Git => {
                 line("    a mirror of the workspace repository; pushes stay in the mirror".into())
             }
-            SidecarKind::Supervise => {
-                if let Some(supervise) = &spec.supervise {
-                    line(format!(
-                        "    runs on the host: {}",
-                        shell_words(&supervise.command)
-                    ));
-                }
-            }
+            SidecarKind::Supervise | SidecarKind::Custom => {}
+        }
+        if let Some(command) = &sidecar.command {
+            line(format!("    runs on the host: {}", shell_words(command)));
+        }
+        if let Some(env) = &sidecar.url_env {
+            line(format!("    the guest finds it in ${env}"));
         }
     }
     line(String::new());

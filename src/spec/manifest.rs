@@ -11,8 +11,9 @@ use toml::Spanned;
 use super::cidr::AddressRange;
 use super::diagnostic::SpecError;
 use super::host::HostPattern;
-use super::resolved::{self, Egress, ResolvedSpec, Supervise};
+use super::resolved::{self, CustomSidecar, Egress, ResolvedSpec, Supervise};
 use super::validate::{self, Invalid};
+use crate::stage::alloc::custom_url_env;
 use crate::STAGE_FORMAT;
 
 type SpannedMap = BTreeMap<Spanned<String>, Spanned<String>>;
@@ -50,6 +51,15 @@ struct RawBottle {
     #[serde(default)]
     git: bool,
     supervise: Option<RawSupervise>,
+    #[serde(default)]
+    sidecars: BTreeMap<Spanned<String>, RawSidecar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSidecar {
+    command: Spanned<Vec<Spanned<String>>>,
+    guest_port: Spanned<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +106,8 @@ struct Bottle {
     allow_addresses: BTreeSet<AddressRange>,
     git: bool,
     supervise: Option<Vec<String>>,
+    /// With the span of each name, to point at a clash with an agent's variables.
+    sidecars: BTreeMap<String, (CustomSidecar, Range<usize>)>,
 }
 
 impl Manifest {
@@ -144,6 +156,21 @@ impl Manifest {
                     .help(
                         "a secret's value comes from the host at run time; remove it from `env`",
                     ));
+                }
+            }
+            for (sidecar, (_, span)) in &bottle.sidecars {
+                let url_env = custom_url_env(sidecar);
+                if agent.env.contains_key(&url_env)
+                    || bottle.env.contains_key(&url_env)
+                    || agent.secrets.contains_key(&url_env)
+                {
+                    return Err(SpecError::at(
+                        file,
+                        text,
+                        span.clone(),
+                        format!("sidecar `{sidecar}` gives the guest `{url_env}`, which agent `{}` also sets", name.get_ref()),
+                    )
+                    .help(format!("rename the sidecar or remove `{url_env}` from the agent's `env` or `secrets`")));
                 }
             }
             agents.insert(name.into_inner(), agent);
@@ -213,6 +240,11 @@ impl Manifest {
                 .supervise
                 .clone()
                 .map(|command| Supervise { command }),
+            sidecars: bottle
+                .sidecars
+                .iter()
+                .map(|(n, (s, _))| (n.clone(), s.clone()))
+                .collect(),
         };
         debug_assert!(spec.check().is_ok(), "manifest checks imply spec checks");
         Ok(spec)
@@ -378,6 +410,42 @@ impl Checker<'_> {
         })
     }
 
+    fn sidecars(
+        &self,
+        raw: BTreeMap<Spanned<String>, RawSidecar>,
+    ) -> Result<BTreeMap<String, (CustomSidecar, Range<usize>)>, SpecError> {
+        let mut out: BTreeMap<String, (CustomSidecar, Range<usize>)> = BTreeMap::new();
+        for (name, sidecar) in raw {
+            self.check(name.span(), validate::sidecar_name(name.get_ref()))?;
+            let port_span = sidecar.guest_port.span();
+            let guest_port = self.check(
+                port_span.clone(),
+                validate::guest_port(*sidecar.guest_port.get_ref()),
+            )?;
+            if let Some((other, _)) = out.iter().find(|(_, (s, _))| s.guest_port == guest_port) {
+                return Err(SpecError::at(
+                    self.file,
+                    self.text,
+                    port_span,
+                    format!("sidecar `{other}` already uses guest port {guest_port}"),
+                )
+                .help("give each sidecar its own guest port"));
+            }
+            let command = self.command(sidecar.command, true)?;
+            out.insert(
+                name.get_ref().clone(),
+                (
+                    CustomSidecar {
+                        command,
+                        guest_port,
+                    },
+                    name.span(),
+                ),
+            );
+        }
+        Ok(out)
+    }
+
     fn bottle(&self, raw: RawBottle) -> Result<Bottle, SpecError> {
         self.check(raw.image.span(), validate::image(raw.image.get_ref()))?;
         let cpus = match raw.cpus {
@@ -428,6 +496,7 @@ impl Checker<'_> {
             allow,
             allow_addresses,
             git: raw.git,
+            sidecars: self.sidecars(raw.sidecars)?,
             supervise: raw
                 .supervise
                 .map(|s| self.command(s.command, true))

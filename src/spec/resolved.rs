@@ -33,6 +33,8 @@ pub struct ResolvedSpec {
     pub egress: Egress,
     pub git: bool,
     pub supervise: Option<Supervise>,
+    /// Further host services the guest may reach, by name.
+    pub sidecars: BTreeMap<String, CustomSidecar>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +52,15 @@ pub struct Egress {
 pub struct Supervise {
     /// A host command; `{port}` is replaced by the host port the runner picks.
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomSidecar {
+    /// A host command; `{port}` is replaced by the host port the runner picks.
+    pub command: Vec<String>,
+    /// The port the guest dials on `proxy.internal`.
+    pub guest_port: u16,
 }
 
 pub const PORT_PLACEHOLDER: &str = "{port}";
@@ -116,6 +127,23 @@ impl ResolvedSpec {
         }
         if let Some(supervise) = &self.supervise {
             validate::supervise_command(&supervise.command)?;
+        }
+        let mut ports = BTreeSet::new();
+        for (name, sidecar) in &self.sidecars {
+            validate::sidecar_name(name)?;
+            validate::supervise_command(&sidecar.command)?;
+            if !ports.insert(validate::guest_port(i64::from(sidecar.guest_port))?) {
+                return Err(Invalid::new(format!(
+                    "two sidecars use guest port {}",
+                    sidecar.guest_port
+                )));
+            }
+            let url_env = crate::stage::alloc::custom_url_env(name);
+            if self.env.contains_key(&url_env) || self.secrets.contains(&url_env) {
+                return Err(Invalid::new(format!(
+                    "`{url_env}` is both a variable and sidecar `{name}`'s URL"
+                )));
+            }
         }
         Ok(())
     }

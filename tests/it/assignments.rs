@@ -10,9 +10,9 @@ use bottle::stage::alloc::{self, SidecarKind, GATEWAY_PORTS, HOST_PORT_FIRST, HO
 use bottle::stage::StageId;
 
 fn spec_with_everything() -> bottle::spec::ResolvedSpec {
-    let text =
-        std::fs::read_to_string(crate::support::repo().join("examples/claude.toml")).unwrap();
-    Manifest::parse("claude.toml", &text)
+    let path = crate::support::repo().join("golden/everything/bottle.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    Manifest::parse("everything.toml", &text)
         .unwrap()
         .resolve(None)
         .unwrap()
@@ -20,29 +20,38 @@ fn spec_with_everything() -> bottle::spec::ResolvedSpec {
 
 /// If these change, every stage's network changes: that needs a new stage format.
 #[test]
-fn pinned_assignments_of_the_claude_example() {
+fn pinned_assignments_of_the_everything_case() {
     let spec = spec_with_everything();
     let id = StageId::of_canonical_spec(&spec.canonical_bytes());
     let a = alloc::allocate(&id, &spec);
-    assert_eq!(id.to_string(), "c312eb5485621e6fd9ad8b50f722f38d");
-    assert_eq!(a.slug, "bottle-claude-c312eb548562");
-    assert_eq!(a.subnet, Ipv4Addr::new(10, 179, 36, 0));
-    assert_eq!(a.gateway_ip, Ipv4Addr::new(10, 179, 36, 1));
-    assert_eq!(a.guest_ip, Ipv4Addr::new(10, 179, 36, 2));
-    assert_eq!(a.proxy_ip, Ipv4Addr::new(10, 179, 36, 254));
-    assert_eq!(a.guest_mac.to_string(), "02:a3:68:b6:e1:de");
-    assert_eq!(a.gateway_mac.to_string(), "06:a3:68:b6:e1:de");
-    let ports: Vec<(SidecarKind, u16, u16)> = a
+    assert_eq!(id.to_string(), "9c79c0c72d164905e162966f33d7629d");
+    assert_eq!(a.slug, "bottle-claude-9c79c0c72d16");
+    assert_eq!(a.subnet, Ipv4Addr::new(10, 147, 30, 0));
+    assert_eq!(a.gateway_ip, Ipv4Addr::new(10, 147, 30, 1));
+    assert_eq!(a.guest_ip, Ipv4Addr::new(10, 147, 30, 2));
+    assert_eq!(a.proxy_ip, Ipv4Addr::new(10, 147, 30, 254));
+    assert_eq!(a.guest_mac.to_string(), "02:ba:8f:63:c6:77");
+    assert_eq!(a.gateway_mac.to_string(), "06:ba:8f:63:c6:77");
+    let ports: Vec<(&str, SidecarKind, u16, u16)> = a
         .sidecars
         .iter()
-        .map(|s| (s.kind, s.guest_port, s.host_port))
+        .map(|s| {
+            (
+                s.request.name.as_str(),
+                s.request.kind,
+                s.request.guest_port,
+                s.host_port,
+            )
+        })
         .collect();
     assert_eq!(
         ports,
         [
-            (SidecarKind::Egress, 3128, 22679),
-            (SidecarKind::Git, 9418, 30157),
-            (SidecarKind::Supervise, 8765, 30923)
+            ("egress", SidecarKind::Egress, 3128, 28595),
+            ("git", SidecarKind::Git, 9418, 23258),
+            ("supervise", SidecarKind::Supervise, 8765, 28427),
+            ("docs-index", SidecarKind::Custom, 8080, 20717),
+            ("metrics", SidecarKind::Custom, 9100, 24958),
         ]
     );
 }
@@ -68,9 +77,9 @@ proptest! {
         prop_assert!(host_ports.iter().all(|p| (HOST_PORT_FIRST..=HOST_PORT_LAST).contains(p)));
         host_ports.sort();
         host_ports.dedup();
-        prop_assert_eq!(host_ports.len(), 3, "host ports collide");
+        prop_assert_eq!(host_ports.len(), 5, "host ports collide");
         for sidecar in &a.sidecars {
-            prop_assert!(!GATEWAY_PORTS.contains(&sidecar.guest_port));
+            prop_assert!(!GATEWAY_PORTS.contains(&sidecar.request.guest_port));
         }
     }
 }

@@ -154,6 +154,48 @@ fn bad_manifests_are_explained_and_write_nothing() {
             "image = \"a b\"",
             "OCI",
         ),
+        (
+            "sidecars = { x = { command = [\"s\", \"{port}\"], guest_port = 80 } }",
+            "port 80 is served by gvproxy's gateway",
+            "sidecars",
+            "3128, 9418 and 8765",
+        ),
+        (
+            "sidecars = { x = { command = [\"s\", \"{port}\"], guest_port = 3128 } }",
+            "belongs to a built-in sidecar",
+            "sidecars",
+            "other than 53",
+        ),
+        (
+            "sidecars = { git = { command = [\"s\", \"{port}\"], guest_port = 9 } }",
+            "`git` is a built-in sidecar",
+            "sidecars",
+            "another name",
+        ),
+        (
+            "sidecars = { 1x = { command = [\"s\", \"{port}\"], guest_port = 9 } }",
+            "does not start with a letter",
+            "sidecars",
+            "_URL",
+        ),
+        (
+            "sidecars = { a = { command = [\"s\", \"{port}\"], guest_port = 9 }, b = { command = [\"s\", \"{port}\"], guest_port = 9 } }",
+            "sidecar `a` already uses guest port 9",
+            "sidecars",
+            "its own guest port",
+        ),
+        (
+            "sidecars = { x = { command = [\"s\"], guest_port = 9 } }",
+            "never mentions `{port}`",
+            "sidecars",
+            "{port}",
+        ),
+        (
+            "env = { X_URL = \"1\" }\nsidecars = { x = { command = [\"s\", \"{port}\"], guest_port = 9 } }",
+            "sidecar `x` gives the guest `X_URL`",
+            "sidecars",
+            "rename the sidecar",
+        ),
     ];
     for (line, message, shown, hint) in cases {
         let env = TestEnv::new();

@@ -280,6 +280,6 @@ fn a_known_id() {
         std::fs::read_to_string(crate::support::repo().join("examples/minimal.toml")).unwrap();
     assert_eq!(
         id_of(&text, "shell").to_string(),
-        "9d42c218f1d9983c7f5f0e4ee24ac37d"
+        "2979929e41a29def513f4b6b3e4ad7e3"
     );
 }

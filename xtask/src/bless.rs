@@ -34,11 +34,7 @@ pub fn run() -> anyhow::Result<()> {
                 .collect();
             files.insert(ID_FILE.to_owned(), format!("{}\n", stage.id).into_bytes());
             if let Some(old) = read_dir_files(&dir)? {
-                let old_format = old
-                    .get(bottle::render::SPEC_JSON)
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-                    .and_then(|v| v["format"].as_u64());
-                if old != files && old_format == Some(u64::from(bottle::STAGE_FORMAT)) {
+                if !may_rewrite(&old, &files, bottle::STAGE_FORMAT) {
                     refusals.push(dir.display().to_string());
                     continue;
                 }
@@ -85,6 +81,15 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Changed bytes are allowed only when the format version changed with them.
+fn may_rewrite(old: &Files, new: &Files, format: u32) -> bool {
+    let old_format = old
+        .get(bottle::render::SPEC_JSON)
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| v["format"].as_u64());
+    old == new || old_format != Some(u64::from(format))
+}
+
 fn read_dir_files(dir: &std::path::Path) -> anyhow::Result<Option<Files>> {
     if !dir.is_dir() {
         return Ok(None);
@@ -101,4 +106,35 @@ fn read_dir_files(dir: &std::path::Path) -> anyhow::Result<Option<Files>> {
         );
     }
     Ok(Some(files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(format: u32, body: &str) -> Files {
+        Files::from([
+            (
+                bottle::render::SPEC_JSON.to_owned(),
+                format!("{{\"format\": {format}}}").into_bytes(),
+            ),
+            ("smolfile.toml".to_owned(), body.as_bytes().to_vec()),
+        ])
+    }
+
+    #[test]
+    fn refuses_changed_bytes_without_a_format_bump() {
+        assert!(
+            may_rewrite(&files(2, "a"), &files(2, "a"), 2),
+            "unchanged is fine"
+        );
+        assert!(
+            !may_rewrite(&files(2, "a"), &files(2, "b"), 2),
+            "changed bytes, same format"
+        );
+        assert!(
+            may_rewrite(&files(1, "a"), &files(2, "b"), 2),
+            "changed bytes with a bump"
+        );
+    }
 }
