@@ -7,6 +7,7 @@ use super::{open_intact_stage, StoreArg};
 use crate::error::Exit;
 use crate::render::plan::Plan;
 use crate::render::smolfile;
+use crate::spec::resolved::EgressEngine;
 use crate::spec::ResolvedSpec;
 use crate::stage::alloc::{self, SidecarKind};
 use crate::stage::diff::shell_words;
@@ -97,6 +98,12 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
                 line("    no hosts: every request through the proxy is refused".into())
             }
             SidecarKind::Egress => {
+                if spec.egress.engine == EgressEngine::Pipelock {
+                    line(format!(
+                        "    enforced by pipelock {}, which cannot restrict ports: every listed host on every port",
+                        crate::render::pipelock::PIPELOCK_VERSION
+                    ));
+                }
                 for pattern in &spec.egress.allow {
                     let ports = if pattern.port.is_some() {
                         ""

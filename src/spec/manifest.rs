@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::cidr::AddressRange;
 use super::diagnostic::SpecError;
 use super::host::HostPattern;
-use super::resolved::{self, CustomSidecar, Egress, ResolvedSpec, Supervise};
+use super::resolved::{self, CustomSidecar, Egress, EgressEngine, ResolvedSpec, Supervise};
 use super::validate::{self, Invalid};
 use crate::stage::alloc::custom_url_env;
 use crate::STAGE_FORMAT;
@@ -69,6 +69,7 @@ struct RawEgress {
     allow: Vec<Spanned<String>>,
     #[serde(default)]
     allow_addresses: Vec<Spanned<String>>,
+    engine: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +103,7 @@ struct Bottle {
     memory_mib: u32,
     workdir: String,
     env: BTreeMap<String, String>,
+    engine: EgressEngine,
     allow: BTreeSet<HostPattern>,
     allow_addresses: BTreeSet<AddressRange>,
     git: bool,
@@ -232,6 +234,7 @@ impl Manifest {
             env,
             secrets: agent_def.secrets.keys().cloned().collect(),
             egress: Egress {
+                engine: bottle.engine,
                 allow: bottle.allow.iter().cloned().collect(),
                 allow_addresses: bottle.allow_addresses.iter().copied().collect(),
             },
@@ -477,7 +480,26 @@ impl Checker<'_> {
         let egress = raw.egress.unwrap_or(RawEgress {
             allow: Vec::new(),
             allow_addresses: Vec::new(),
+            engine: None,
         });
+        let engine = match &egress.engine {
+            None => EgressEngine::Builtin,
+            Some(engine) => match engine.get_ref().as_str() {
+                "builtin" => EgressEngine::Builtin,
+                "pipelock" => EgressEngine::Pipelock,
+                other => {
+                    let invalid = Invalid::new(format!("unknown egress engine `{other}`"))
+                        .help("the engines are `builtin` (the default) and `pipelock`");
+                    return Err(SpecError::invalid(
+                        self.file,
+                        self.text,
+                        engine.span(),
+                        invalid,
+                    ));
+                }
+            },
+        };
+        let engine_span = egress.engine.as_ref().map(|e| e.span());
         let mut allow = BTreeSet::new();
         for pattern in egress.allow {
             allow.insert(self.check(pattern.span(), pattern.get_ref().parse::<HostPattern>())?);
@@ -487,12 +509,17 @@ impl Checker<'_> {
             allow_addresses
                 .insert(self.check(range.span(), range.get_ref().parse::<AddressRange>())?);
         }
+        if let (EgressEngine::Pipelock, Some(span)) = (engine, engine_span) {
+            let patterns: Vec<HostPattern> = allow.iter().cloned().collect();
+            self.check(span, validate::pipelock_patterns(&patterns))?;
+        }
         Ok(Bottle {
             image: raw.image.into_inner(),
             cpus,
             memory_mib,
             workdir,
             env: self.env(raw.env)?,
+            engine,
             allow,
             allow_addresses,
             git: raw.git,

@@ -40,11 +40,23 @@ pub struct ResolvedSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Egress {
+    pub engine: EgressEngine,
     /// Sorted and without duplicates.
     pub allow: Vec<HostPattern>,
     /// Address ranges that allowed names may resolve to although they are private or local,
     /// opened on purpose (a company registry). Sorted and without duplicates.
     pub allow_addresses: Vec<AddressRange>,
+}
+
+/// Which proxy enforces the egress policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressEngine {
+    /// bottle's own proxy: exact ports, `*.example.com` never matches `example.com`.
+    Builtin,
+    /// An installed pipelock (pinned version), with a rendered `pipelock.yaml`. It cannot
+    /// restrict ports: every allowed host is reachable on every port.
+    Pipelock,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +131,9 @@ impl ResolvedSpec {
             return Err(Invalid::new(
                 "egress.allow is not sorted and free of duplicates",
             ));
+        }
+        if self.egress.engine == EgressEngine::Pipelock {
+            validate::pipelock_patterns(&self.egress.allow)?;
         }
         if !self.egress.allow_addresses.windows(2).all(|w| w[0] < w[1]) {
             return Err(Invalid::new(

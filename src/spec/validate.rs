@@ -174,6 +174,17 @@ pub fn command(argv: &[String]) -> Result<(), Invalid> {
     }
 }
 
+/// pipelock has no notion of ports: a pattern that names one would silently allow every port.
+pub fn pipelock_patterns(patterns: &[super::host::HostPattern]) -> Result<(), Invalid> {
+    match patterns.iter().find(|p| p.port.is_some()) {
+        Some(pattern) => Err(Invalid::new(format!(
+            "`{pattern}` names a port, and pipelock cannot restrict ports"
+        ))
+        .help("remove the port (pipelock then allows every port of the host), or use the built-in engine")),
+        None => Ok(()),
+    }
+}
+
 /// A host command that must be told its port through `{port}`.
 pub fn supervise_command(argv: &[String]) -> Result<(), Invalid> {
     command(argv)?;

@@ -53,6 +53,10 @@ pub fn build(spec: &ResolvedSpec) -> Stage {
         ),
         (render::SPEC_JSON, spec_json),
     ];
+    if spec.egress.engine == crate::spec::resolved::EgressEngine::Pipelock {
+        let policy = render::egress::policy(spec);
+        files.push((render::PIPELOCK_YAML, render::pipelock::render(&policy)));
+    }
     let plan = render::plan::plan(
         &id,
         &spec.agent,

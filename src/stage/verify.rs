@@ -143,6 +143,15 @@ pub fn verify_files(id: &StageId, files: &Files) -> Report {
         }
     };
     let expected = build(&spec);
+    // A file bottle writes for some stages, but not for this one.
+    for extra in files
+        .keys()
+        .filter(|f| render::STAGE_FILES.contains(&f.as_str()) && expected.file(f).is_none())
+    {
+        problems.push(Problem::Unexpected {
+            file: extra.clone(),
+        });
+    }
     if expected.id != *id {
         problems.push(Problem::IdMismatch {
             computed: expected.id,

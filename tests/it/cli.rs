@@ -155,6 +155,18 @@ fn bad_manifests_are_explained_and_write_nothing() {
             "OCI",
         ),
         (
+            "egress = { engine = \"pipelock\", allow = [\"a.example.com:8443\"] }",
+            "names a port, and pipelock cannot restrict ports",
+            "egress",
+            "built-in engine",
+        ),
+        (
+            "egress = { engine = \"squid\" }",
+            "unknown egress engine `squid`",
+            "egress",
+            "`builtin` (the default) and `pipelock`",
+        ),
+        (
             "sidecars = { x = { command = [\"s\", \"{port}\"], guest_port = 80 } }",
             "port 80 is served by gvproxy's gateway",
             "sidecars",

@@ -280,6 +280,6 @@ fn a_known_id() {
         std::fs::read_to_string(crate::support::repo().join("examples/minimal.toml")).unwrap();
     assert_eq!(
         id_of(&text, "shell").to_string(),
-        "2979929e41a29def513f4b6b3e4ad7e3"
+        "b4e6f9f9d5a7c32e93d1a667a59fa1ef"
     );
 }

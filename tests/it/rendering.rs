@@ -87,7 +87,12 @@ fn no_machine_detail_leaks_into_a_stage() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), id_one);
     let dir_one = one.store().join(id_one.trim());
     let dir_two = two.store().join(id_one.trim());
-    for name in render::STAGE_FILES {
+    let names: Vec<String> = std::fs::read_dir(&dir_one)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 5);
+    for name in &names {
         let a = std::fs::read(dir_one.join(name)).unwrap();
         assert_eq!(a, std::fs::read(dir_two.join(name)).unwrap(), "{name}");
         let text = String::from_utf8(a).unwrap();
