@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod error;
 pub mod render;
+pub mod sidecar;
 pub mod spec;
 pub mod stage;
 

@@ -3,10 +3,12 @@
 //! stdout carries data (ids, tables, `--json`); every message goes to stderr.
 
 mod diff;
+mod egress;
 mod gen;
 mod hash;
 mod ls;
 mod output;
+mod proxy;
 mod show;
 mod verify;
 
@@ -48,6 +50,8 @@ enum Command {
     Ls(ls::Args),
     Verify(verify::Args),
     Diff(diff::Args),
+    Proxy(proxy::Args),
+    Egress(egress::Args),
 }
 
 /// The store, shared by every command that reads or writes stages.
@@ -100,6 +104,8 @@ pub fn main() -> ExitCode {
         Command::Ls(args) => ls::exec(args),
         Command::Verify(args) => verify::exec(args),
         Command::Diff(args) => diff::exec(args),
+        Command::Proxy(args) => proxy::exec(args),
+        Command::Egress(args) => egress::exec(args),
     };
     match result {
         Ok(exit) => exit.into(),
