@@ -327,6 +327,8 @@ fn text_response(status: StatusCode, reason: &str, body: &str) -> Response<Proxy
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    // A refused client starts afresh; nothing of a refused exchange is worth keeping alive.
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
     if let Ok(value) = HeaderValue::from_str(reason) {
         headers.insert(HeaderName::from_static("x-bottle-egress"), value);
     }
