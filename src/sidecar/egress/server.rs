@@ -157,10 +157,15 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let opened = SystemTime::now();
     let slot: TunnelSlot = Arc::new(Mutex::new(None));
+    let served = Arc::new(AtomicU64::new(0));
     let service = {
         let shared = shared.clone();
         let slot = slot.clone();
-        service_fn(move |request| handle(shared.clone(), slot.clone(), peer, request))
+        let served = served.clone();
+        service_fn(move |request| {
+            served.fetch_add(1, Ordering::Relaxed);
+            handle(shared.clone(), slot.clone(), peer, request)
+        })
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -173,6 +178,10 @@ async fn connection(
         .with_upgrades();
     match tokio::time::timeout(shared.limits.total_timeout, conn).await {
         Ok(Ok(())) => {}
+        // The header timeout also ends kept-alive connections that sit idle after a request:
+        // that is housekeeping, not a refusal, so only a connection that never completed a
+        // request head is logged for it.
+        Ok(Err(e)) if e.is_timeout() && served.load(Ordering::Relaxed) > 0 => {}
         Ok(Err(e)) => log_protocol_error(&shared, peer, opened, &e),
         Err(_) => {}
     }

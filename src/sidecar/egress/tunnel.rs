@@ -152,3 +152,95 @@ async fn within_idle<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Two ends of one loopback connection.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    fn limits(idle_ms: u64) -> TunnelLimits {
+        TunnelLimits {
+            idle: Duration::from_millis(idle_ms),
+            total: Duration::from_secs(20),
+        }
+    }
+
+    #[tokio::test]
+    async fn copies_both_ways_with_early_bytes_first_and_counts_them() {
+        let (mut client, client_side) = pair().await;
+        let (upstream_side, mut upstream) = pair().await;
+        let pump =
+            tokio::spawn(
+                async move { pump(client_side, b"early ", upstream_side, limits(5000)).await },
+            );
+        client.write_all(b"hello").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"early hello");
+        upstream.write_all(b"world!!").await.unwrap();
+        drop(upstream);
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"world!!");
+        let transfer = pump.await.unwrap();
+        assert_eq!((transfer.up, transfer.down), (11, 7));
+        assert!(
+            matches!(transfer.end, TunnelEnd::Closed),
+            "{:?}",
+            transfer.end
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_tunnel_is_closed_after_the_idle_timeout() {
+        let (_client, client_side) = pair().await;
+        let (upstream_side, _upstream) = pair().await;
+        let started = Instant::now();
+        let transfer = pump(client_side, b"", upstream_side, limits(200)).await;
+        assert!(
+            matches!(transfer.end, TunnelEnd::IdleTimeout),
+            "{:?}",
+            transfer.end
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn traffic_one_way_keeps_the_tunnel_open() {
+        let (mut client, client_side) = pair().await;
+        let (upstream_side, mut upstream) = pair().await;
+        let pump =
+            tokio::spawn(async move { pump(client_side, b"", upstream_side, limits(300)).await });
+        // The client never writes; the upstream trickles for 1.2 s, four idle periods.
+        for _ in 0..12 {
+            upstream.write_all(b"x").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut got = [0u8; 12];
+        client.read_exact(&mut got).await.unwrap();
+        let transfer = pump.await.unwrap();
+        assert_eq!(transfer.down, 12);
+        assert!(
+            matches!(transfer.end, TunnelEnd::IdleTimeout),
+            "{:?}",
+            transfer.end
+        );
+    }
+}
