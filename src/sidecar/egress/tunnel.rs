@@ -1,9 +1,10 @@
 //! The byte pump of an open CONNECT tunnel: both directions at once, bounded by an idle timeout
 //! (no byte either way) and a total timeout, counting bytes each way. It never looks at the bytes.
-//! Buffers are taken only while data flows and given back when a socket runs dry, so an idle
-//! tunnel holds two sockets and a small task, not buffers.
+//! Bytes pass through one scratch buffer per worker thread and are written on at once; only what
+//! a slow reader cannot take yet is held by the tunnel. So an idle tunnel holds two sockets and a
+//! small task, never a buffer.
 
-use std::future::Future;
+use std::cell::RefCell;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,8 +14,12 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Large enough for loopback's 64 KiB segments; only held while a direction is busy.
-const BUFFER_BYTES: usize = 64 * 1024;
+/// Large enough for several of loopback's 64 KiB segments per read.
+const SCRATCH_BYTES: usize = 256 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct TunnelLimits {
@@ -73,18 +78,34 @@ pub async fn pump(
     };
     let (client_read, client_write) = client.into_split();
     let (upstream_read, mut upstream_write) = upstream.into_split();
-    let work = async {
+    let copies = async {
         if !client_early.is_empty() {
             upstream_write.write_all(client_early).await?;
             up.fetch_add(client_early.len() as u64, Ordering::Relaxed);
         }
         tokio::try_join!(
-            copy(client_read, upstream_write, &up, &activity, limits.idle),
-            copy(upstream_read, client_write, &down, &activity, limits.idle),
-        )
+            copy(client_read, upstream_write, &up, &activity),
+            copy(upstream_read, client_write, &down, &activity),
+        )?;
+        Ok(())
     };
-    let end = match tokio::time::timeout(limits.total, work).await {
-        Ok(Ok(_)) => TunnelEnd::Closed,
+    // One timer for the whole tunnel rather than one per read and write.
+    let watchdog = async {
+        loop {
+            tokio::time::sleep_until(activity.idle_deadline(limits.idle)).await;
+            if activity.idle_deadline(limits.idle) <= Instant::now() {
+                return;
+            }
+        }
+    };
+    let bounded = async {
+        tokio::select! {
+            result = copies => result,
+            () = watchdog => Err(io::Error::new(io::ErrorKind::TimedOut, "idle")),
+        }
+    };
+    let end = match tokio::time::timeout(limits.total, bounded).await {
+        Ok(Ok(())) => TunnelEnd::Closed,
         Ok(Err(e)) if e.kind() == io::ErrorKind::TimedOut => TunnelEnd::IdleTimeout,
         Ok(Err(e)) => TunnelEnd::Error(e),
         Err(_) => TunnelEnd::TotalTimeout,
@@ -96,6 +117,19 @@ pub async fn pump(
     }
 }
 
+/// Reads per pass: 4 MiB at most before the task lets others run.
+const PASS_READS: usize = 16;
+
+/// What one pass over a readable socket left to do.
+enum Pass {
+    /// Read until the socket had no more (or the pass ended); all of it was written.
+    Drained,
+    /// The reader closed.
+    Eof,
+    /// The writer could not take these bytes yet.
+    Backlog(Vec<u8>),
+}
+
 /// One direction. On end of file it half-closes the writer and returns, leaving the other
 /// direction running (a client may finish sending and still wait for its answer).
 async fn copy(
@@ -103,54 +137,54 @@ async fn copy(
     mut writer: OwnedWriteHalf,
     count: &AtomicU64,
     activity: &Activity,
-    idle: Duration,
 ) -> io::Result<()> {
     loop {
-        within_idle(reader.readable(), activity, idle).await?;
-        // Not zeroed: `try_read_buf` fills the spare capacity and says how much it wrote.
-        let mut buffer = Vec::with_capacity(BUFFER_BYTES);
-        loop {
-            buffer.clear();
-            let n = match reader.try_read_buf(&mut buffer) {
-                Ok(n) => n,
-                // Ran dry: give the buffer back and wait for the next readiness.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            };
-            if n == 0 {
+        reader.readable().await?;
+        match pass(&reader, &writer, count)? {
+            Pass::Drained => {}
+            Pass::Eof => {
                 // The peer may already be gone; its own direction reports that.
                 let _ = writer.shutdown().await;
                 return Ok(());
             }
-            activity.touch();
-            within_idle(writer.write_all(&buffer[..n]), activity, idle).await?;
-            count.fetch_add(n as u64, Ordering::Relaxed);
-            activity.touch();
+            Pass::Backlog(rest) => {
+                writer.write_all(&rest).await?;
+                count.fetch_add(rest.len() as u64, Ordering::Relaxed);
+            }
         }
+        activity.touch();
     }
 }
 
-/// Runs `op` until it finishes or nothing has moved in either direction for `idle`.
-async fn within_idle<T>(
-    op: impl Future<Output = io::Result<T>>,
-    activity: &Activity,
-    idle: Duration,
-) -> io::Result<T> {
-    tokio::pin!(op);
-    loop {
-        let deadline = activity.idle_deadline(idle);
-        match tokio::time::timeout_at(deadline, &mut op).await {
-            Ok(result) => return result,
-            // The other direction may have moved meanwhile, pushing the deadline back.
-            Err(_) if activity.idle_deadline(idle) <= Instant::now() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no traffic for {} s", idle.as_secs()),
-                ))
+/// Reads what is there into this thread's scratch buffer and writes it on without waiting.
+/// Never awaits, so the scratch buffer is never held across a task switch.
+fn pass(reader: &OwnedReadHalf, writer: &OwnedWriteHalf, count: &AtomicU64) -> io::Result<Pass> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        // A bounded pass, so that a fast sender cannot keep this worker thread to itself.
+        for _ in 0..PASS_READS {
+            let n = match reader.try_read(&mut scratch) {
+                Ok(0) => return Ok(Pass::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Pass::Drained),
+                Err(e) => return Err(e),
+            };
+            let mut written = 0;
+            while written < n {
+                match writer.try_write(&scratch[written..n]) {
+                    Ok(m) => {
+                        written += m;
+                        count.fetch_add(m as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(Pass::Backlog(scratch[written..n].to_vec()))
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            Err(_) => continue,
         }
-    }
+        Ok(Pass::Drained)
+    })
 }
 
 #[cfg(test)]
