@@ -43,7 +43,8 @@ pub struct Limits {
     pub total_timeout: Duration,
     /// Time allowed to resolve a name, and again to connect to the upstream.
     pub connect_timeout: Duration,
-    /// Open CONNECT tunnels at once; more are answered with 503.
+    /// Open CONNECT tunnels at once; more are answered with 503. Each holds two sockets and, on
+    /// Linux while bytes flow, two pipes: mind the open-file limit.
     pub max_tunnels: usize,
     /// Client connections at once (tunnels included); more are answered with 503 and closed.
     pub max_connections: usize,
@@ -83,7 +84,8 @@ struct Shared {
 type ProxyBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Serves the proxy on `listener` until `shutdown` completes, then closes every connection and
-/// tunnel. Errors of single connections are logged, never returned.
+/// tunnel. Errors of single connections are logged, never returned. Raises the process's soft
+/// open-file limit to its hard limit first: each tunnel needs up to six descriptors.
 pub async fn serve(
     policy: EgressPolicy,
     listener: TcpListener,
@@ -91,6 +93,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = options.limits;
+    if let Err(e) = super::sys::raise_open_file_limit() {
+        eprintln!("bottle proxy: could not raise the open-file limit ({e}); fewer tunnels may fit");
+    }
     let shared = Arc::new(Shared {
         policy,
         limits,
