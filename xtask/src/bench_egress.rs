@@ -41,22 +41,52 @@ pub fn run() -> anyhow::Result<()> {
         ("tinyproxy", Contender::Proxy(tiny.addr, target.clone())),
     ];
 
-    // Interleaved rounds, so that a burst of load from elsewhere on the machine hits all alike.
+    // Every measurement interleaves the contenders, so that a burst of load from elsewhere on
+    // the machine hits all of them alike.
     let mut bulk: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    let mut cpu: Vec<Duration> = vec![Duration::ZERO; contenders.len()];
+    let pids = [None, Some(bottle_proxy.pid()), Some(tiny.pid())];
     for _ in 0..BULK_RUNS {
         for (i, (_, c)) in contenders.iter().enumerate() {
+            let before = pids[i].map(cpu_time).transpose()?;
             bulk[i].push(throughput(c)?);
+            if let (Some(pid), Some(before)) = (pids[i], before) {
+                cpu[i] += cpu_time(pid)?.saturating_sub(before);
+            }
         }
     }
-    for (i, (name, c)) in contenders.iter().enumerate() {
-        let bulk = median(&mut bulk[i]);
-        let new_tunnel = new_request_latency(c)?;
-        let round_trip = round_trip_latency(c)?;
+    let mut new_tunnel: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..LATENCY_REQUESTS {
+        for (i, (_, c)) in contenders.iter().enumerate() {
+            new_tunnel[i].push(new_request_latency(c)?);
+        }
+    }
+    let mut open: Vec<TcpStream> = contenders
+        .iter()
+        .map(|(_, c)| {
+            let mut s = c.open()?;
+            s.write_all(b"E")?;
+            Ok(s)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut round_trip: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..ROUND_TRIPS {
+        for (i, s) in open.iter_mut().enumerate() {
+            let start = Instant::now();
+            ping(s)?;
+            round_trip[i].push(start.elapsed().as_secs_f64());
+        }
+    }
+    drop(open);
+    for (i, (name, _)) in contenders.iter().enumerate() {
         results.push(Row {
             name,
-            bulk,
-            new_tunnel,
-            round_trip,
+            bulk: median(&mut bulk[i]),
+            new_tunnel: Duration::from_secs_f64(median(&mut new_tunnel[i])),
+            round_trip: Duration::from_secs_f64(median(&mut round_trip[i])),
+            cpu_per_gib: (i > 0).then(|| {
+                cpu[i].div_f64((BULK_RUNS as u64 * BULK_BYTES) as f64 / (1u64 << 30) as f64)
+            }),
             idle_kib: None,
         });
     }
@@ -82,6 +112,9 @@ struct Row {
     new_tunnel: Duration,
     /// Median time of one small round trip on an open connection.
     round_trip: Duration,
+    /// The proxy's own CPU time (user + system) per GiB tunnelled: unlike throughput, this does
+    /// not depend on what else the machine is doing.
+    cpu_per_gib: Option<Duration>,
     idle_kib: Option<f64>,
 }
 
@@ -91,14 +124,16 @@ fn print_report(rows: &[Row]) {
         BULK_BYTES >> 20
     );
     println!(
-        "  {:<10} {:>14} {:>18} {:>16} {:>20}",
-        "", "bulk MiB/s", "new tunnel + reply", "round trip", "RSS per idle tunnel"
+        "  {:<10} {:>11} {:>14} {:>19} {:>11} {:>20}",
+        "", "bulk MiB/s", "CPU ms/GiB", "new tunnel + reply", "round trip", "RSS per idle tunnel"
     );
     for r in rows {
         println!(
-            "  {:<10} {:>14.0} {:>15.0} µs {:>13.1} µs {:>20}",
+            "  {:<10} {:>11.0} {:>14} {:>16.0} µs {:>8.1} µs {:>20}",
             r.name,
             r.bulk,
+            r.cpu_per_gib
+                .map_or("-".to_owned(), |d| format!("{:.0}", d.as_secs_f64() * 1e3)),
             r.new_tunnel.as_secs_f64() * 1e6,
             r.round_trip.as_secs_f64() * 1e6,
             r.idle_kib.map_or("-".to_owned(), |k| format!("{k:.1} KiB")),
@@ -214,28 +249,13 @@ fn ping(s: &mut TcpStream) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn new_request_latency(c: &Contender) -> anyhow::Result<Duration> {
-    let mut samples = Vec::with_capacity(LATENCY_REQUESTS);
-    for _ in 0..LATENCY_REQUESTS {
-        let start = Instant::now();
-        let mut s = c.open()?;
-        s.write_all(b"E")?;
-        ping(&mut s)?;
-        samples.push(start.elapsed().as_secs_f64());
-    }
-    Ok(Duration::from_secs_f64(median(&mut samples)))
-}
-
-fn round_trip_latency(c: &Contender) -> anyhow::Result<Duration> {
+/// Seconds from connecting (and opening the tunnel) to the first echoed byte.
+fn new_request_latency(c: &Contender) -> anyhow::Result<f64> {
+    let start = Instant::now();
     let mut s = c.open()?;
     s.write_all(b"E")?;
-    let mut samples = Vec::with_capacity(ROUND_TRIPS);
-    for _ in 0..ROUND_TRIPS {
-        let start = Instant::now();
-        ping(&mut s)?;
-        samples.push(start.elapsed().as_secs_f64());
-    }
-    Ok(Duration::from_secs_f64(median(&mut samples)))
+    ping(&mut s)?;
+    Ok(start.elapsed().as_secs_f64())
 }
 
 /// RSS added by `IDLE_TUNNELS` open tunnels, each used for one round trip, then left idle.
@@ -260,6 +280,20 @@ fn idle_memory(proxy: &Proxy, target: &str) -> anyhow::Result<f64> {
     let after = rss_kib(proxy.pid())?;
     drop(tunnels);
     Ok((after as f64 - before as f64) / IDLE_TUNNELS as f64)
+}
+
+/// User plus system time of a process, from /proc/PID/stat (fields 14 and 15, in clock ticks of
+/// 1/100 s on Linux).
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces; fields are counted after its closing parenthesis.
+    let after = stat
+        .rsplit_once(')')
+        .context("unexpected /proc/PID/stat")?
+        .1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
