@@ -466,6 +466,65 @@ fn bad_clients_do_not_stall_a_good_one() {
     });
 }
 
+/// The header timeout also closes kept-alive connections left idle after a request; that is
+/// housekeeping, and the log must not call it a refusal.
+#[test]
+fn an_idle_kept_alive_connection_is_closed_without_a_refusal() {
+    let env = TestEnv::new();
+    let up = Upstreams::start(&env);
+    let port = up.http.port();
+    let id = env.stage(&[&format!("up.test:{port}")], &["127.0.0.1"]);
+    let proxy = Proxy::start(
+        &env,
+        &id,
+        &["--resolve", "up.test:127.0.0.1", "--header-timeout", "1"],
+    );
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        format!("GET http://up.test:{port}/bytes/5 HTTP/1.1\r\nHost: up.test:{port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    // The answer, then the close one header timeout later.
+    let started = Instant::now();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    proxy.wait_for("the request", |r| r.method == "GET");
+    std::thread::sleep(Duration::from_millis(200));
+    let records = proxy.records();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0].outcome, Outcome::Allowed);
+}
+
+/// `bottle run` stops its sidecars with SIGTERM: the proxy exits 0.
+#[test]
+fn the_proxy_stops_cleanly_on_sigterm() {
+    let env = TestEnv::new();
+    let id = env.stage(&["a.test"], &[]);
+    let mut proxy = Proxy::start(&env, &id, &[]);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = proxy.try_wait() {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not stop within 5 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn bottle_egress_summarises_the_log_per_host() {
     let env = TestEnv::new();

@@ -406,6 +406,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_busy_tunnel_is_closed_at_the_total_timeout() {
+        let (mut client, client_side) = pair().await;
+        let (upstream_side, mut upstream) = pair().await;
+        let limits = TunnelLimits {
+            idle: Duration::from_secs(10),
+            total: Duration::from_millis(500),
+        };
+        let pump = tokio::spawn(async move { pump(client_side, b"", upstream_side, limits).await });
+        let chatter = tokio::spawn(async move {
+            let mut got = [0u8; 1];
+            for _ in 0..100 {
+                if upstream.write_all(b"x").await.is_err()
+                    || client.read(&mut got).await.ok() != Some(1)
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let started = Instant::now();
+        let transfer = pump.await.unwrap();
+        assert!(
+            matches!(transfer.end, TunnelEnd::TotalTimeout),
+            "{:?}",
+            transfer.end
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(transfer.down > 5, "{transfer:?}");
+        chatter.abort();
+    }
+
+    #[tokio::test]
     async fn traffic_one_way_keeps_the_tunnel_open() {
         let (mut client, client_side) = pair().await;
         let (upstream_side, mut upstream) = pair().await;
