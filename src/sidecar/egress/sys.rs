@@ -79,7 +79,7 @@ fn splice(from: RawFd, to: RawFd, max: usize) -> io::Result<usize> {
 
 /// Raises the soft limit of open files to the hard limit: every tunnel holds two sockets and,
 /// on Linux, up to two pipes. Returns the new soft limit.
-pub fn raise_open_file_limit() -> io::Result<u64> {
+pub fn raise_open_file_limit() -> io::Result<libc::rlim_t> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -100,5 +100,5 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
             limit = raised;
         }
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
