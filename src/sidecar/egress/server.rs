@@ -267,7 +267,7 @@ async fn run_tunnel(shared: &Shared, tunnel: PendingTunnel) {
         TunnelEnd::Error(e) => Some(format!("closed: {e}")),
     };
     audit.record.message = end;
-    audit.allow(Some(200));
+    audit.write();
 }
 
 async fn handle(
@@ -448,6 +448,7 @@ async fn connect(
         Ok(stream) => stream,
         Err(stop) => return stop.answer(audit),
     };
+    audit.mark_allowed(200);
     let upgrade = hyper::upgrade::on(&mut request);
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(PendingTunnel {
         upgrade,
@@ -538,9 +539,25 @@ async fn forward(
     if let Ok(value) = HeaderValue::from_str(&host_value) {
         upstream_request.headers_mut().insert(HOST, value);
     }
-    let response = match sender.send_request(upstream_request).await {
-        Ok(response) => response,
-        Err(e) => {
+    let answer = tokio::time::timeout(
+        shared.limits.idle_timeout,
+        sender.send_request(upstream_request),
+    );
+    let response = match answer.await {
+        Ok(Ok(response)) => response,
+        Err(_) => {
+            audit.record.bytes_up = counters.up.load(Ordering::Relaxed);
+            return Stop::failed(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!(
+                    "{host}:{port} sent no answer within {} s",
+                    shared.limits.idle_timeout.as_secs()
+                ),
+            )
+            .answer(audit);
+        }
+        Ok(Err(e)) => {
             audit.record.bytes_up = counters.up.load(Ordering::Relaxed);
             return Stop::failed(
                 StatusCode::BAD_GATEWAY,
@@ -552,8 +569,7 @@ async fn forward(
     };
     let (mut parts, body) = response.into_parts();
     parts.headers = end_to_end(&parts.headers);
-    audit.record.outcome = Outcome::Allowed;
-    audit.record.status = Some(parts.status.as_u16());
+    audit.mark_allowed(parts.status.as_u16());
     audit.counters = Some(counters.clone());
     let body = CountingBody::new(body, counters, Direction::Down, Some(audit));
     Response::from_parts(parts, body.map_err(Into::into).boxed())
@@ -679,9 +695,13 @@ impl Audit {
                 host: String::new(),
                 port: None,
                 address: None,
-                outcome: Outcome::Refused,
-                reason: None,
-                message: None,
+                // What the record says if it is dropped before any decision was recorded.
+                outcome: Outcome::Failed,
+                reason: Some("abandoned".to_owned()),
+                message: Some(
+                    "the request ended before the proxy answered it: the client left or the proxy stopped"
+                        .to_owned(),
+                ),
                 status: None,
                 bytes_up: 0,
                 bytes_down: 0,
@@ -710,10 +730,12 @@ impl Audit {
         self.write();
     }
 
-    fn allow(mut self, status: Option<u16>) {
+    /// From here on the request counts as allowed, whenever the record is written.
+    fn mark_allowed(&mut self, status: u16) {
         self.record.outcome = Outcome::Allowed;
-        self.record.status = status;
-        self.write();
+        self.record.reason = None;
+        self.record.message = None;
+        self.record.status = Some(status);
     }
 
     fn write(&mut self) {
