@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::output::{self, JSON_VERSION};
 use super::{open_intact_stage, StoreArg};
 use crate::error::{Exit, UserError};
-use crate::render::{self, egress::EgressPolicy};
+use crate::render::egress::EgressPolicy;
 use crate::sidecar::egress::audit::{self, HostSummary};
 use crate::sidecar::egress::decision::{self, Host, CONNECT_PORT, HTTP_PORT};
 
@@ -60,12 +60,7 @@ struct HostJson {
 pub fn exec(args: Args) -> anyhow::Result<Exit> {
     let store = args.store.open();
     let stage = open_intact_stage(&store, &args.id)?;
-    let policy: EgressPolicy = render::egress::parse(
-        stage
-            .file(render::EGRESS_TOML)
-            .context("the stage has no egress.toml")?,
-    )
-    .map_err(|e| anyhow::anyhow!("failed to read the stage's egress.toml: {e}"))?;
+    let policy = crate::sidecar::egress::policy_of(&stage)?;
     let text = match std::fs::read_to_string(&args.log) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -10,7 +10,6 @@ use anyhow::Context as _;
 
 use super::{open_intact_stage, output, StoreArg};
 use crate::error::{Exit, UserError};
-use crate::render::{self, egress::EgressPolicy};
 use crate::sidecar::egress::{
     self, server::MIN_HEADER_BYTES, AuditLog, Limits, Override, Resolver,
 };
@@ -72,11 +71,7 @@ pub struct Args {
 pub fn exec(args: Args) -> anyhow::Result<Exit> {
     let store = args.store.open();
     let stage = open_intact_stage(&store, &args.id)?;
-    let bytes = stage
-        .file(render::EGRESS_TOML)
-        .context("the stage has no egress.toml")?;
-    let policy: EgressPolicy = render::egress::parse(bytes)
-        .map_err(|e| anyhow::anyhow!("failed to read the stage's egress.toml: {e}"))?;
+    let policy = egress::policy_of(&stage)?;
     let listen = match args.listen {
         Some(addr) => addr,
         None => {

@@ -14,3 +14,22 @@ pub mod tunnel;
 pub use audit::AuditLog;
 pub use resolve::{Override, Resolver};
 pub use server::{serve, Limits, Options};
+
+use anyhow::Context as _;
+
+use crate::render::{self, egress::EgressPolicy};
+use crate::stage::Stage;
+
+/// The policy of a stage that has been verified: its `egress.toml`, parsed.
+pub fn policy_of(stage: &Stage) -> anyhow::Result<EgressPolicy> {
+    let bytes = stage
+        .file(render::EGRESS_TOML)
+        .with_context(|| format!("stage {} has no {}", stage.id, render::EGRESS_TOML))?;
+    render::egress::parse(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "failed to read {} of stage {}: {e}",
+            render::EGRESS_TOML,
+            stage.id
+        )
+    })
+}
