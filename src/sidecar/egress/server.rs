@@ -757,3 +757,51 @@ impl Drop for Audit {
         self.write();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_by_connection_are_dropped() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Secret"),
+            ("proxy-authorization", "Basic abc"),
+            ("proxy-connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-secret", "1"),
+            ("accept", "*/*"),
+            ("cookie", "a=1"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        headers.append(
+            HeaderName::from_static("cookie"),
+            HeaderValue::from_static("b=2"),
+        );
+        let kept = end_to_end(&headers);
+        let names: Vec<&str> = kept.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["accept", "cookie"]);
+        assert_eq!(kept.get_all("cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        let cases = [
+            ("http://a.test/x/y?q=1", "/x/y?q=1"),
+            ("http://a.test", "/"),
+            ("http://a.test:8080/", "/"),
+        ];
+        for (absolute, origin) in cases {
+            let uri: Uri = absolute.parse().unwrap();
+            assert_eq!(origin_form(&uri).to_string(), origin, "{absolute}");
+        }
+    }
+}
