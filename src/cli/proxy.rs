@@ -121,7 +121,9 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
         resolver: Resolver::new(&args.resolve, limits.connect_timeout),
         audit: Arc::new(audit),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: a bottle's proxy serves one agent, tunnels move bytes with splice(2), and a
+    // single thread wakes once per hop where a work-stealing pool would also wake a second one.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("failed to start the proxy's async runtime")?;
