@@ -10,6 +10,7 @@ use anyhow::Context as _;
 
 use super::{open_intact_stage, output, StoreArg};
 use crate::error::{Exit, UserError};
+use crate::render::egress::Engine;
 use crate::sidecar::egress::{
     self, server::MIN_HEADER_BYTES, AuditLog, Limits, Override, Resolver,
 };
@@ -72,6 +73,15 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
     let store = args.store.open();
     let stage = open_intact_stage(&store, &args.id)?;
     let policy = egress::policy_of(&stage)?;
+    if policy.engine != Engine::Builtin {
+        return Err(UserError::usage(
+            format!(
+                "stage {} uses the {:?} egress engine, not the built-in proxy",
+                stage.id, policy.engine
+            ),
+            "`bottle run` starts that engine for the stage; `bottle proxy` runs only the built-in one",
+        ));
+    }
     let listen = match args.listen {
         Some(addr) => addr,
         None => {
