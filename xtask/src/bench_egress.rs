@@ -19,7 +19,8 @@ const BULK_RUNS: usize = 5;
 const LATENCY_REQUESTS: usize = 300;
 const ROUND_TRIPS: usize = 2000;
 const IDLE_TUNNELS: usize = 1000;
-const TINYPROXY: &str = "/usr/bin/tinyproxy";
+/// Where Debian's package puts tinyproxy (bookworm: /usr/bin; older: /usr/sbin).
+const TINYPROXY: [&str; 2] = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"];
 
 pub fn run() -> anyhow::Result<()> {
     let bottle = build_release()?;
@@ -464,11 +465,16 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn which_tinyproxy() -> anyhow::Result<PathBuf> {
-    let path = PathBuf::from(TINYPROXY);
-    if !path.exists() {
-        bail!("{TINYPROXY} is missing: install Debian's package with `apt-get install tinyproxy`");
-    }
-    Ok(path)
+    TINYPROXY
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!(
+                "tinyproxy is missing (looked for {}): install Debian's package with `apt-get install tinyproxy`",
+                TINYPROXY.join(" and ")
+            )
+        })
 }
 
 fn root() -> PathBuf {
