@@ -143,23 +143,30 @@ async fn copy(
     count: &AtomicU64,
     activity: &Activity,
 ) -> io::Result<()> {
-    reader.readable().await?;
     #[cfg(target_os = "linux")]
-    if let Ok(pipe) = sys::Pipe::new(PIPE_BYTES) {
-        return splice_copy(reader, writer, pipe, count, activity).await;
+    {
+        splice_copy(reader, writer, count, activity).await
     }
-    scratch_copy(reader, writer, count, activity).await
+    #[cfg(not(target_os = "linux"))]
+    {
+        scratch_copy(reader, writer, count, activity).await
+    }
 }
 
-/// Wanted capacity of a tunnel direction's pipe (kernel memory, used only while bytes flow).
+/// Wanted capacity of a tunnel direction's pipe. Larger pipes move more per call, but count
+/// against the per-user pipe budget (`/proc/sys/fs/pipe-user-pages-soft`, 64 MiB by default).
 #[cfg(target_os = "linux")]
-const PIPE_BYTES: usize = 1024 * 1024;
+const PIPE_BYTES: usize = 256 * 1024;
+
+/// A pipe that has carried nothing for this long is closed: it costs two descriptors and
+/// kernel memory, and making a new one takes two system calls.
+#[cfg(target_os = "linux")]
+const PIPE_IDLE: Duration = Duration::from_secs(1);
 
 #[cfg(target_os = "linux")]
 async fn splice_copy(
     reader: OwnedReadHalf,
     mut writer: OwnedWriteHalf,
-    pipe: sys::Pipe,
     count: &AtomicU64,
     activity: &Activity,
 ) -> io::Result<()> {
@@ -168,6 +175,7 @@ async fn splice_copy(
 
     let from = reader.as_ref().as_raw_fd();
     let to = writer.as_ref().as_raw_fd();
+    let mut pipe: Option<sys::Pipe> = None;
     let mut in_pipe = 0usize;
     let mut eof = false;
     loop {
@@ -176,6 +184,25 @@ async fn splice_copy(
                 let _ = writer.shutdown().await;
                 return Ok(());
             }
+            if pipe.is_some() {
+                match tokio::time::timeout(PIPE_IDLE, reader.readable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => {
+                        pipe = None;
+                        reader.readable().await?;
+                    }
+                }
+            } else {
+                reader.readable().await?;
+            }
+            let pipe = match &mut pipe {
+                Some(pipe) => pipe,
+                empty => match sys::Pipe::new(PIPE_BYTES) {
+                    Ok(new) => empty.insert(new),
+                    // Out of descriptors or pipe budget: copy through user memory instead.
+                    Err(_) => return scratch_copy(reader, writer, count, activity).await,
+                },
+            };
             // The pipe is empty, so `WouldBlock` can only mean that the socket has nothing, and
             // tokio may forget its readiness.
             match reader
@@ -184,11 +211,14 @@ async fn splice_copy(
             {
                 Ok(0) => eof = true,
                 Ok(n) => in_pipe = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => reader.readable().await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
             continue;
         }
+        let Some(pipe) = &pipe else {
+            return Err(io::Error::other("bytes in flight without a pipe"));
+        };
         match writer
             .as_ref()
             .try_io(Interest::WRITABLE, || pipe.drain_to(to, in_pipe))
