@@ -126,7 +126,7 @@ mod tests {
     fn points_at_line_and_column() {
         let text = "[a]\nx = 1\ncpu = 2\n";
         let e =
-            SpecError::at("b.toml", text, 12..15, "unknown key `cpu`").help("did you mean `cpus`?");
+            SpecError::at("b.toml", text, 10..13, "unknown key `cpu`").help("did you mean `cpus`?");
         assert_eq!(
             e.to_string(),
             "unknown key `cpu`\n --> b.toml:3:1\n  |\n3 | cpu = 2\n  | ^^^\n  = help: did you mean `cpus`?"
