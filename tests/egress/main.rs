@@ -185,6 +185,7 @@ fn each_policy_refusal_is_answered_with_its_reason_and_logged() {
             &listed("cgnat.test"),
             &listed("v6local.test"),
             &listed("mapped.test"),
+            &listed("nodns.test"),
         ],
         // Opens loopback, so only the other classes are left to refuse.
         &["127.0.0.1"],
@@ -267,6 +268,15 @@ fn each_policy_refusal_is_answered_with_its_reason_and_logged() {
         .all(|r| r.outcome == Outcome::Refused && r.bytes_down == 0));
     let private = records.iter().find(|r| r.host == "private.test").unwrap();
     assert_eq!(private.address, Some("10.11.12.13".parse().unwrap()));
+
+    // Listed but not mapped: the system resolver is asked, and in this namespace, which has no
+    // way off the machine, it cannot answer.
+    let (status, body, err) = curl(&proxy, &[&format!("http://nodns.test:{port}/")], None);
+    assert_eq!(status, 502, "{}{err}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("cannot resolve nodns.test"));
+    let record = proxy.wait_for("the failed lookup", |r| r.host == "nodns.test");
+    assert_eq!(record.outcome, Outcome::Failed);
+    assert_eq!(record.reason.as_deref(), Some("resolve_failed"));
 }
 
 /// The SSRF guard: a listed name that resolves to loopback is refused until `allow_addresses`
@@ -320,6 +330,7 @@ fn protocol_errors_and_limits_are_answered_and_logged() {
         &[
             &format!("{TLS_NAME}:{port}"),
             &format!("dead.test:{dead_port}"),
+            &format!("hang.test:{}", up.http.port()),
         ],
         &["127.0.0.1"],
     );
@@ -331,10 +342,14 @@ fn protocol_errors_and_limits_are_answered_and_logged() {
             &format!("{TLS_NAME}:127.0.0.1"),
             "--resolve",
             "dead.test:127.0.0.1",
+            "--resolve",
+            "hang.test:127.0.0.1",
             "--max-tunnels",
             "1",
             "--max-header-bytes",
             "8192",
+            "--idle-timeout",
+            "1",
         ],
     );
     // Origin-form is for servers, not proxies.
@@ -364,6 +379,16 @@ fn protocol_errors_and_limits_are_answered_and_logged() {
     let (status, body, _) = curl(&proxy, &[&format!("http://dead.test:{dead_port}/")], None);
     assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
 
+    // Listed and reached, but it never answers: 504 after the idle timeout, not a hang.
+    let started = Instant::now();
+    let (status, body, _) = curl(
+        &proxy,
+        &[&format!("http://hang.test:{}/hang", up.http.port())],
+        None,
+    );
+    assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
+    assert!(started.elapsed() < Duration::from_secs(10));
+
     // One tunnel at most: the second is turned away while the first is open.
     up.runtime.block_on(async {
         let target = format!("{TLS_NAME}:{port}");
@@ -382,6 +407,7 @@ fn protocol_errors_and_limits_are_answered_and_logged() {
         ("bad_request", Some(400)),
         ("header_too_large", Some(431)),
         ("connect_failed", Some(502)),
+        ("upstream_timeout", Some(504)),
         ("too_many_tunnels", Some(503)),
     ] {
         let r = proxy.wait_for(reason, |r| r.reason.as_deref() == Some(reason));

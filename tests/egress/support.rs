@@ -207,8 +207,8 @@ pub fn pattern(n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// What the test upstreams answer: `/bytes/N` gives `pattern(N)`, `POST /echo` its body, and
-/// anything else `hello from upstream`.
+/// What the test upstreams answer: `/bytes/N` gives `pattern(N)`, `POST /echo` its body, `/hang`
+/// answers after 30 s, and anything else `hello from upstream`.
 async fn upstream_service(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
@@ -216,6 +216,10 @@ async fn upstream_service(
     if let Some(n) = path.strip_prefix("/bytes/") {
         let n: usize = n.parse().unwrap_or(0);
         return Ok(Response::new(Full::new(Bytes::from(pattern(n)))));
+    }
+    if path == "/hang" {
+        // An upstream that accepts the request and never answers in time.
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
     }
     if path == "/echo" {
         let body = request.into_body().collect().await?.to_bytes();
