@@ -3,6 +3,7 @@
 //! stdout carries data (ids, tables, `--json`); every message goes to stderr.
 
 mod diff;
+mod egress;
 mod export;
 mod gc;
 mod gen;
@@ -10,6 +11,7 @@ mod hash;
 mod ls;
 mod output;
 mod pin;
+mod proxy;
 mod show;
 mod verify;
 
@@ -56,6 +58,8 @@ enum Command {
     Gc(gc::Args),
     Export(export::ExportArgs),
     Import(export::ImportArgs),
+    Proxy(proxy::Args),
+    Egress(egress::Args),
 }
 
 /// The store, shared by every command that reads or writes stages.
@@ -118,6 +122,8 @@ pub fn main() -> ExitCode {
         Command::Gc(args) => gc::exec(args),
         Command::Export(args) => export::exec_export(args),
         Command::Import(args) => export::exec_import(args),
+        Command::Proxy(args) => proxy::exec(args),
+        Command::Egress(args) => egress::exec(args),
     };
     match result {
         Ok(exit) => exit.into(),

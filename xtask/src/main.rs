@@ -3,10 +3,12 @@
 //! bless   rewrite golden/ from the renderers (refuses byte changes without a format bump)
 //! stages  regenerate stages/ from examples/*.toml
 //! ci      fmt, clippy with warnings denied, and the whole test suite
-//! bench   speed of the generator, as whole processes
+//! bench   speed of the generator, as whole processes, then of the egress proxy against a
+//!         direct connection and tinyproxy (`bench-generator` and `bench-egress` run one half)
 //! dist    shell completions and man pages from the clap definitions, into target/dist/
 
 mod bench;
+mod bench_egress;
 mod bless;
 mod ci;
 mod dist;
@@ -22,7 +24,9 @@ fn main() -> std::process::ExitCode {
         "bless" => bless::run(),
         "stages" => stages::run(),
         "ci" => ci::run(),
-        "bench" => bench::run(),
+        "bench" => bench::run().and_then(|()| bench_egress::run()),
+        "bench-generator" => bench::run(),
+        "bench-egress" => bench_egress::run(),
         "dist" => dist::run(),
         _ => {
             eprintln!("{USAGE}");
