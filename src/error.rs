@@ -49,7 +49,8 @@ impl From<Exit> for ExitCode {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success
-  1  a check failed: a damaged stage (verify, show), stages that differ (diff)
+  1  a check said no: a damaged stage (verify, show, export), stages that differ (diff),
+     a stage missing from the store (gen --check), a refused archive (import)
   2  bad usage: arguments, manifest or stage id; nothing was written
   3  any other failure, such as an unreadable or unwritable file
 run:

@@ -8,10 +8,11 @@ pub mod cli;
 pub mod error;
 pub mod render;
 pub mod run;
+pub mod sidecar;
 pub mod spec;
 pub mod stage;
 
 /// The stage format version. It is part of the id's derived key and of `spec.json`, so any change
 /// to the bytes a renderer writes must bump it: one id must never name two different contents.
 /// `cargo xtask bless` refuses to change golden bytes without a bump.
-pub const STAGE_FORMAT: u32 = 1;
+pub const STAGE_FORMAT: u32 = 3;

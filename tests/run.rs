@@ -46,6 +46,8 @@ struct TestEnv {
     _dir: tempfile::TempDir,
     root: PathBuf,
     id: String,
+    /// Leave the egress sidecar to bottle (its built-in proxy) instead of a test server.
+    builtin_egress: bool,
 }
 
 impl TestEnv {
@@ -79,6 +81,7 @@ impl TestEnv {
             _dir: dir,
             root,
             id,
+            builtin_egress: false,
         }
     }
 
@@ -180,12 +183,16 @@ impl TestEnv {
                 "--workspace",
                 "ws",
                 "--sidecar",
-                "egress=testhost serve --addr 127.0.0.1:{port} --banner egress",
-                "--sidecar",
                 "git=testhost serve --addr 127.0.0.1:{port} --banner git",
             ]
             .map(String::from),
         );
+        if !self.builtin_egress {
+            args.extend([
+                "--sidecar".into(),
+                "egress=testhost serve --addr 127.0.0.1:{port} --banner egress".into(),
+            ]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut unshare = match uid {
             None => Command::new("unshare"),
@@ -864,4 +871,31 @@ fn an_unprivileged_user_gets_the_same_containment() {
         "the test's own file\n"
     );
     assert_all_gone(&env.record());
+}
+
+#[test]
+fn by_default_the_egress_sidecar_is_bottles_own_proxy() {
+    let mut env = TestEnv::new();
+    env.builtin_egress = true;
+    let probes = env.write_probes(
+        "p.json",
+        json!({"report": env.path("r.json"), "exit_code": 0}),
+    );
+    let out = env.run(&probes, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The guest's line is no HTTP request: the real proxy answers it with an HTTP error.
+    let reply = env.report("r.json")["sidecars"]["HTTP_PROXY"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reply.starts_with("established: HTTP/1.1 4"), "{reply}");
+    let record = env.record();
+    let egress = record["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "egress")
+        .expect("the egress proxy is a recorded component");
+    assert!(egress["process"]["pid"].is_u64());
+    assert_all_gone(&record);
 }

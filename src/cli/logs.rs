@@ -14,7 +14,7 @@ use crate::run::{control, rundir};
 pub struct Args {
     /// A stage id or a unique prefix of at least 6 digits
     id: String,
-    /// One component: gvproxy, smolvm, guard, or a sidecar (egress, git, supervise); default all
+    /// One component: gvproxy, smolvm, guard, or a sidecar of the run by name; default all
     #[arg(long, value_name = "NAME")]
     component: Option<String>,
     /// Keep printing what is appended until the run ends (needs --component)
@@ -23,13 +23,10 @@ pub struct Args {
 }
 
 pub fn exec(args: Args) -> anyhow::Result<Exit> {
-    let (layout, _) = control::find(&rundir::base(), &args.id)?;
+    let (layout, record) = control::find(&rundir::base(), &args.id)?;
     let mut out = std::io::stdout().lock();
     let Some(component) = &args.component else {
-        let mut names: Vec<String> = control::COMPONENTS.iter().map(|s| s.to_string()).collect();
-        for kind in crate::stage::alloc::SidecarKind::ALL {
-            names.push(kind.name().to_owned());
-        }
+        let names = control::components(&record);
         for name in names {
             let path = layout.log(&name);
             if let Ok(text) = std::fs::read_to_string(&path) {
@@ -39,7 +36,7 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
         }
         return Ok(Exit::Success);
     };
-    let path = control::log_path(&layout, component)?;
+    let path = control::log_path(&layout, &record, component)?;
     let mut file = fs::File::open(&path)?;
     let mut buf = Vec::new();
     file.read_to_end(&mut buf)?;

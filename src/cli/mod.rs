@@ -3,12 +3,17 @@
 //! stdout carries data (ids, tables, `--json`); every message goes to stderr.
 
 mod diff;
+mod egress;
+mod export;
+mod gc;
 mod gen;
 mod guard;
 mod hash;
 mod logs;
 mod ls;
 mod output;
+mod pin;
+mod proxy;
 mod ps;
 mod run;
 mod show;
@@ -62,6 +67,13 @@ enum Command {
     /// Internal: the guard that contains gvproxy (started by `bottle run`)
     #[command(name = "__guard", hide = true)]
     Guard(guard::Args),
+    Pin(pin::PinArgs),
+    Unpin(pin::UnpinArgs),
+    Gc(gc::Args),
+    Export(export::ExportArgs),
+    Import(export::ImportArgs),
+    Proxy(proxy::Args),
+    Egress(egress::Args),
 }
 
 /// The store, shared by every command that reads or writes stages.
@@ -95,6 +107,11 @@ impl ManifestArgs {
     }
 }
 
+/// The command tree, for generated documentation (completions, the man page).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -120,6 +137,13 @@ pub fn main() -> ExitCode {
         Command::Stop(args) => stop::exec(args),
         Command::Logs(args) => logs::exec(args),
         Command::Guard(args) => guard::exec(args),
+        Command::Pin(args) => pin::exec_pin(args),
+        Command::Unpin(args) => pin::exec_unpin(args),
+        Command::Gc(args) => gc::exec(args),
+        Command::Export(args) => export::exec_export(args),
+        Command::Import(args) => export::exec_import(args),
+        Command::Proxy(args) => proxy::exec(args),
+        Command::Egress(args) => egress::exec(args),
     };
     match result {
         Ok(exit) => exit.into(),

@@ -54,7 +54,7 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
         for s in &r.sidecars {
             out.push_str(&format!(
                 "  {:<10} guest :{}  host 127.0.0.1:{}{}\n",
-                s.name.name(),
+                s.name,
                 s.guest_port,
                 s.host_port,
                 if s.host_port != s.preferred_port {

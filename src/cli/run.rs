@@ -11,7 +11,7 @@ use super::output;
 use super::{open_intact_stage, StoreArg};
 use crate::error::{Exit, UserError};
 use crate::run::{self, launch, rundir};
-use crate::stage::alloc::SidecarKind;
+use crate::stage::Stage;
 
 /// Run a stage: its sidecars, a contained gvproxy and the smolvm machine, then clean up
 ///
@@ -32,8 +32,8 @@ pub struct Args {
     /// The directory mounted at the bottle's workdir
     #[arg(long, value_name = "DIR", default_value = ".")]
     workspace: PathBuf,
-    /// Start a sidecar with this command, `{port}` replaced by its host port (until the
-    /// built-in sidecars exist): NAME=PROGRAM ARG... split on spaces. Repeatable.
+    /// Start a sidecar of the stage with this command instead of its own (or the built-in
+    /// one), `{port}` replaced by its host port: NAME=PROGRAM ARG... split on spaces. Repeatable.
     #[arg(long = "sidecar", value_name = "NAME=COMMAND")]
     sidecars: Vec<String>,
 }
@@ -50,12 +50,11 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
             "pass an existing directory with --workspace",
         ));
     }
+    // The stage's own commands (supervise, custom sidecars) and the built-in egress proxy are
+    // in the plan; the command line may replace any of them by name.
     let mut sidecar_commands = BTreeMap::new();
-    if let Some(supervise) = &stage.spec.supervise {
-        sidecar_commands.insert(SidecarKind::Supervise, supervise.command.clone());
-    }
     for text in &args.sidecars {
-        let (name, command) = parse_sidecar(text)?;
+        let (name, command) = parse_sidecar(text, &stage)?;
         sidecar_commands.insert(name, command);
     }
     let options = run::Options {
@@ -89,23 +88,31 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
     run::execute(&stage, &plan, &options, started, &output::note)
 }
 
-fn parse_sidecar(text: &str) -> anyhow::Result<(SidecarKind, Vec<String>)> {
+fn parse_sidecar(text: &str, stage: &Stage) -> anyhow::Result<(String, Vec<String>)> {
+    let names: Vec<&str> = stage
+        .plan
+        .sidecars
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     let bad = || {
         UserError::usage(
-            format!("`--sidecar {text}` is not NAME=COMMAND"),
-            "for example: --sidecar 'egress=my-proxy --port {port}' (NAME is egress, git or supervise)",
+            format!("`--sidecar {text}` is not NAME=COMMAND for a sidecar of this stage"),
+            format!(
+                "for example: --sidecar 'egress=my-proxy --port {{port}}'; this stage's sidecars: {}",
+                names.join(", ")
+            ),
         )
     };
     let (name, command) = text.split_once('=').ok_or_else(bad)?;
-    let kind = SidecarKind::ALL
-        .into_iter()
-        .find(|k| k.name() == name)
-        .ok_or_else(bad)?;
+    if !names.contains(&name) {
+        return Err(bad());
+    }
     let words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
     if words.is_empty() {
         return Err(bad());
     }
-    Ok((kind, words))
+    Ok((name.to_owned(), words))
 }
 
 /// Shows the plan on stderr and asks y/N on the terminal; without one, refuses.

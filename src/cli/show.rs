@@ -7,6 +7,7 @@ use super::{open_intact_stage, StoreArg};
 use crate::error::Exit;
 use crate::render::plan::Plan;
 use crate::render::smolfile;
+use crate::spec::resolved::EgressEngine;
 use crate::spec::ResolvedSpec;
 use crate::stage::alloc::{self, SidecarKind};
 use crate::stage::diff::shell_words;
@@ -91,20 +92,27 @@ pub(super) fn text(stage: &Stage) -> String {
     line(String::new());
     line("the guest can reach".into());
     for sidecar in &plan.sidecars {
-        let what = match sidecar.name {
-            SidecarKind::Egress => "egress proxy",
-            SidecarKind::Git => "git gateway",
-            SidecarKind::Supervise => "supervisor",
+        let what = match sidecar.kind {
+            SidecarKind::Egress => "egress proxy".to_owned(),
+            SidecarKind::Git => "git gateway".to_owned(),
+            SidecarKind::Supervise => "supervisor".to_owned(),
+            SidecarKind::Custom => format!("sidecar {}", sidecar.name),
         };
         line(format!(
             "  {what:<13} {:<32} host 127.0.0.1:{} (preferred)",
             sidecar.guest_url, sidecar.host_port
         ));
-        match sidecar.name {
+        match sidecar.kind {
             SidecarKind::Egress if spec.egress.allow.is_empty() => {
                 line("    no hosts: every request through the proxy is refused".into())
             }
             SidecarKind::Egress => {
+                if spec.egress.engine == EgressEngine::Pipelock {
+                    line(format!(
+                        "    enforced by pipelock {}, which cannot restrict ports: every listed host on every port",
+                        crate::render::pipelock::PIPELOCK_VERSION
+                    ));
+                }
                 for pattern in &spec.egress.allow {
                     let ports = if pattern.port.is_some() {
                         ""
@@ -117,14 +125,13 @@ pub(super) fn text(stage: &Stage) -> String {
             SidecarKind::Git => {
                 line("    a mirror of the workspace repository; pushes stay in the mirror".into())
             }
-            SidecarKind::Supervise => {
-                if let Some(supervise) = &spec.supervise {
-                    line(format!(
-                        "    runs on the host: {}",
-                        shell_words(&supervise.command)
-                    ));
-                }
-            }
+            SidecarKind::Supervise | SidecarKind::Custom => {}
+        }
+        if let Some(command) = &sidecar.command {
+            line(format!("    runs on the host: {}", shell_words(command)));
+        }
+        if let Some(env) = &sidecar.url_env {
+            line(format!("    the guest finds it in ${env}"));
         }
     }
     line(String::new());

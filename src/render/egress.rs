@@ -21,16 +21,12 @@ pub struct EgressPolicy {
     pub allow_addresses: Vec<AddressRange>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    Builtin,
-}
+pub use crate::spec::resolved::EgressEngine as Engine;
 
 pub fn policy(spec: &ResolvedSpec) -> EgressPolicy {
     EgressPolicy {
         format: STAGE_FORMAT,
-        engine: Engine::Builtin,
+        engine: spec.egress.engine,
         allow: spec.egress.allow.clone(),
         allow_addresses: spec.egress.allow_addresses.clone(),
     }

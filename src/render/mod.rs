@@ -4,6 +4,7 @@
 
 pub mod egress;
 pub mod gvproxy;
+pub mod pipelock;
 pub mod plan;
 pub mod smolfile;
 pub mod spec_json;
@@ -14,9 +15,18 @@ pub const PLAN_JSON: &str = "plan.json";
 pub const SMOLFILE: &str = "smolfile.toml";
 pub const GVPROXY_YAML: &str = "gvproxy.yaml";
 pub const EGRESS_TOML: &str = "egress.toml";
+/// Only in stages whose egress engine is pipelock.
+pub const PIPELOCK_YAML: &str = "pipelock.yaml";
 
-/// Every file of a stage, sorted by name.
-pub const STAGE_FILES: [&str; 5] = [EGRESS_TOML, GVPROXY_YAML, PLAN_JSON, SMOLFILE, SPEC_JSON];
+/// Every file a stage can have, sorted by name; which ones a stage has depends on its spec.
+pub const STAGE_FILES: [&str; 6] = [
+    EGRESS_TOML,
+    GVPROXY_YAML,
+    PIPELOCK_YAML,
+    PLAN_JSON,
+    SMOLFILE,
+    SPEC_JSON,
+];
 
 /// Serialises a model to TOML. Values are escaped by the serializer, so no string can add a key.
 fn to_toml<T: serde::Serialize>(value: &T) -> Vec<u8> {

@@ -47,11 +47,16 @@ pub struct Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sidecar {
-    pub name: SidecarKind,
+    pub name: String,
+    pub kind: SidecarKind,
     pub guest_port: u16,
     pub guest_url: String,
+    /// The guest variable that holds `guest_url` (egress sets the proxy variables instead).
+    pub url_env: Option<String>,
     /// Preferred: the runner records the port it really used in the run's record.
     pub host_port: u16,
+    /// The host command for supervise and custom sidecars; `{port}` is the host port.
+    pub command: Option<Vec<String>>,
 }
 
 pub fn digest(bytes: &[u8]) -> String {
@@ -89,10 +94,13 @@ pub fn plan<'a>(
             .sidecars
             .iter()
             .map(|s| Sidecar {
-                name: s.kind,
-                guest_port: s.guest_port,
-                guest_url: s.kind.guest_url(),
+                name: s.request.name.clone(),
+                kind: s.request.kind,
+                guest_port: s.request.guest_port,
+                guest_url: s.request.guest_url.clone(),
+                url_env: s.request.url_env.clone(),
                 host_port: s.host_port,
+                command: s.request.command.clone(),
             })
             .collect(),
         files: files

@@ -41,22 +41,17 @@ pub struct SecretRef {
 pub fn guest_env(spec: &ResolvedSpec, assignments: &Assignments) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for sidecar in &assignments.sidecars {
-        let url = sidecar.kind.guest_url();
-        match sidecar.kind {
-            SidecarKind::Egress => {
-                for key in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
-                    env.insert(key.to_owned(), url.clone());
-                }
-                for key in ["NO_PROXY", "no_proxy"] {
-                    env.insert(key.to_owned(), "localhost,127.0.0.1".to_owned());
-                }
+        let request = &sidecar.request;
+        if request.kind == SidecarKind::Egress {
+            for key in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+                env.insert(key.to_owned(), request.guest_url.clone());
             }
-            SidecarKind::Git => {
-                env.insert("GIT_GATE_URL".to_owned(), url);
+            for key in ["NO_PROXY", "no_proxy"] {
+                env.insert(key.to_owned(), "localhost,127.0.0.1".to_owned());
             }
-            SidecarKind::Supervise => {
-                env.insert("MCP_SUPERVISE_URL".to_owned(), url);
-            }
+        }
+        if let Some(key) = &request.url_env {
+            env.insert(key.clone(), request.guest_url.clone());
         }
     }
     // The spec's checks refuse user keys that collide with these, so nothing is overwritten.

@@ -106,16 +106,21 @@ pub fn stop(base: &Path, text: &str, timeout: Duration) -> anyhow::Result<Stoppe
 
 pub const COMPONENTS: [&str; 3] = ["guard", "gvproxy", "smolvm"];
 
-/// The log of a component: `guard`, `gvproxy`, `smolvm` or a sidecar's name.
-pub fn log_path(layout: &Layout, component: &str) -> anyhow::Result<PathBuf> {
-    let known = COMPONENTS.contains(&component)
-        || crate::stage::alloc::SidecarKind::ALL
-            .iter()
-            .any(|k| k.name() == component);
-    if !known {
+/// Every component with a log in a run: gvproxy, the guard, smolvm and the run's sidecars.
+pub fn components(record: &RunRecord) -> Vec<String> {
+    let mut all: Vec<String> = COMPONENTS.iter().map(|c| (*c).to_owned()).collect();
+    all.extend(record.sidecars.iter().map(|s| s.name.clone()));
+    all
+}
+
+/// The log of a component of the run (only a name the record knows, so a name can never
+/// reach outside the log directory).
+pub fn log_path(layout: &Layout, record: &RunRecord, component: &str) -> anyhow::Result<PathBuf> {
+    let known = components(record);
+    if !known.iter().any(|c| c == component) {
         return Err(UserError {
-            message: format!("no component `{component}`"),
-            hint: Some("choose one of guard, gvproxy, smolvm, egress, git, supervise".into()),
+            message: format!("no component `{component}` in this run"),
+            hint: Some(format!("choose one of {}", known.join(", "))),
             exit: Exit::Usage,
         }
         .into());

@@ -32,9 +32,12 @@ pub struct Inputs<'a> {
     pub gvproxy: &'a Path,
     pub mode: Mode,
     pub workspace: &'a Path,
-    /// Commands for sidecars that bottle starts itself, `{port}` not yet filled in. A sidecar
-    /// without one is expected to be listening on its preferred host port already.
-    pub sidecar_commands: &'a BTreeMap<SidecarKind, Vec<String>>,
+    /// Commands given on the command line for sidecars (by name), over the stage's own and the
+    /// built-in ones; `{port}` not yet filled in. A sidecar without any command is expected to
+    /// be listening on its preferred host port already.
+    pub sidecar_commands: &'a BTreeMap<String, Vec<String>>,
+    /// The store, absolute: the built-in egress proxy reads the stage from it.
+    pub store: &'a Path,
     pub runner_pid: u32,
     pub terminal: bool,
 }
@@ -59,6 +62,7 @@ pub struct LaunchPlan {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SidecarLaunch {
+    pub name: String,
     pub kind: SidecarKind,
     pub guest_port: u16,
     pub preferred_port: u16,
@@ -83,12 +87,18 @@ pub fn plan(inputs: &Inputs<'_>) -> LaunchPlan {
         .sidecars
         .iter()
         .map(|s| SidecarLaunch {
-            kind: s.name,
+            name: s.name.clone(),
+            kind: s.kind,
             guest_port: s.guest_port,
             preferred_port: s.host_port,
-            socket: layout.bridge_socket(s.name.name()),
-            log: layout.log(s.name.name()),
-            command: inputs.sidecar_commands.get(&s.name).cloned(),
+            socket: layout.bridge_socket(&s.name),
+            log: layout.log(&s.name),
+            command: inputs
+                .sidecar_commands
+                .get(&s.name)
+                .or(s.command.as_ref())
+                .cloned()
+                .or_else(|| builtin_command(s.kind, inputs, layout)),
         })
         .collect();
     let paths = RuntimePaths {
@@ -204,6 +214,29 @@ pub fn plan(inputs: &Inputs<'_>) -> LaunchPlan {
     }
 }
 
+/// The command of a built-in sidecar that bottle itself provides: the egress proxy
+/// (`bottle proxy`, its audit log next to the other logs). The git gateway has no command yet.
+fn builtin_command(kind: SidecarKind, inputs: &Inputs<'_>, layout: &Layout) -> Option<Vec<String>> {
+    match kind {
+        SidecarKind::Egress => Some(vec![
+            inputs.bottle.display().to_string(),
+            "proxy".to_owned(),
+            inputs.stage.id.to_string(),
+            "--store".to_owned(),
+            inputs.store.display().to_string(),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{PORT_PLACEHOLDER}"),
+            "--log".to_owned(),
+            layout
+                .logs()
+                .join("egress-audit.jsonl")
+                .display()
+                .to_string(),
+        ]),
+        _ => None,
+    }
+}
+
 /// A sidecar command with its host port filled in.
 pub fn fill_port(command: &[String], port: u16) -> Vec<String> {
     command
@@ -285,7 +318,7 @@ pub fn render(plan: &LaunchPlan) -> String {
                 &mut out,
                 format!(
                     "sidecar {} on 127.0.0.1:{{port}} (preferred {}, another free one if taken), with a bridge; bottle waits until it listens",
-                    s.kind.name(),
+                    s.name,
                     s.preferred_port
                 ),
                 shell_line(command),
@@ -294,7 +327,7 @@ pub fn render(plan: &LaunchPlan) -> String {
                 let _ = writeln!(
                     out,
                     "     (sidecar {}: not started by bottle; expected listening on 127.0.0.1:{})",
-                    s.kind.name(),
+                    s.name,
                     s.preferred_port
                 );
             }
@@ -352,7 +385,7 @@ mod tests {
     fn plan_for(stage: &Stage, mode: Mode) -> LaunchPlan {
         let layout = Layout::new(Path::new("/run/user/1000/bottle"), &stage.id);
         let commands = BTreeMap::from([(
-            SidecarKind::Egress,
+            "git".to_owned(),
             vec!["proxy".to_owned(), "--port".to_owned(), "{port}".to_owned()],
         )]);
         plan(&Inputs {
@@ -365,6 +398,7 @@ mod tests {
             mode,
             workspace: Path::new("/home/me/project"),
             sidecar_commands: &commands,
+            store: Path::new("/store"),
             runner_pid: 4242,
             terminal: false,
         })
@@ -414,16 +448,20 @@ mod tests {
         assert_eq!(ports, [3128, 9418]);
         assert_eq!(plan.guard.parent, 4242);
         assert_eq!(plan.guard.writable, plan.run_dir.join("gv"));
-        assert!(plan.sidecars[0].command.is_some());
-        assert!(plan.sidecars[1].command.is_none());
+        // Egress: the built-in proxy on the stage; git: the command given by name.
+        let egress = fill_port(plan.sidecars[0].command.as_ref().unwrap(), 20001);
+        assert_eq!(egress[..3], ["/bin/bottle", "proxy", &stage.id.to_string()]);
+        assert!(egress
+            .windows(2)
+            .any(|w| w == ["--listen", "127.0.0.1:20001"]));
+        assert_eq!(
+            fill_port(plan.sidecars[1].command.as_ref().unwrap(), 20002),
+            ["proxy", "--port", "20002"]
+        );
         let everything = serde_json::to_string(&plan).unwrap();
         assert!(
             !everything.contains("KEY"),
             "a secret's name or value in the plan"
-        );
-        assert_eq!(
-            fill_port(plan.sidecars[0].command.as_ref().unwrap(), 20001),
-            ["proxy", "--port", "20001"]
         );
     }
 }

@@ -39,7 +39,6 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::error::{Exit, UserError};
-use crate::stage::alloc::SidecarKind;
 use crate::stage::{Stage, Store};
 use launch::LaunchPlan;
 use preflight::{Host, Tool};
@@ -48,7 +47,8 @@ use record::{RunRecord, State};
 pub struct Options {
     pub dry_run: bool,
     pub workspace: PathBuf,
-    pub sidecar_commands: BTreeMap<SidecarKind, Vec<String>>,
+    /// Commands by sidecar name, over the stage's and the built-in ones.
+    pub sidecar_commands: BTreeMap<String, Vec<String>>,
     /// Where run directories live (`rundir::base()` unless a test says otherwise).
     pub run_base: PathBuf,
     pub terminal: bool,
@@ -69,6 +69,7 @@ pub fn prepare(
     let host = preflight::assess(&facts);
     let bottle = std::env::current_exe().context("cannot find the bottle executable")?;
     let stage_dir = std::path::absolute(store.stage_dir(&stage.id))?;
+    let store_dir = std::path::absolute(store.root())?;
     let layout = rundir::Layout::new(&options.run_base, &stage.id);
     let (smolvm, gvproxy, mode) = match &host {
         Ok(host) => (host.smolvm.clone(), host.gvproxy.clone(), host.mode),
@@ -94,6 +95,7 @@ pub fn prepare(
         mode,
         workspace: &options.workspace,
         sidecar_commands: &options.sidecar_commands,
+        store: &store_dir,
         runner_pid: std::process::id(),
         terminal: options.terminal,
     });
@@ -131,7 +133,7 @@ pub fn execute(
     started: Instant,
     note: &dyn Fn(&str),
 ) -> anyhow::Result<Exit> {
-    let sidecar_names: Vec<&str> = plan.sidecars.iter().map(|s| s.kind.name()).collect();
+    let sidecar_names: Vec<&str> = plan.sidecars.iter().map(|s| s.name.as_str()).collect();
     rundir::ensure_short(
         &rundir::Layout::new(&options.run_base, &stage.id),
         &sidecar_names,

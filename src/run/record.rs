@@ -75,7 +75,8 @@ pub struct Component {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SidecarRecord {
-    pub name: SidecarKind,
+    pub name: String,
+    pub kind: SidecarKind,
     pub guest_port: u16,
     pub preferred_port: u16,
     /// The host loopback port really used: the preferred one unless it was taken.

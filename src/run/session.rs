@@ -193,7 +193,7 @@ impl Session<'_> {
                         (self.note)(&format!(
                             "warning: nothing listens on 127.0.0.1:{} for the {} sidecar, which bottle does not start yet; the guest's connections to it will be closed",
                             sidecar.preferred_port,
-                            sidecar.kind.name()
+                            sidecar.name
                         ));
                     }
                     sidecar.preferred_port
@@ -214,22 +214,17 @@ impl Session<'_> {
                 }
                 procs::die_with_parent(&mut cmd);
                 let child = cmd.spawn().with_context(|| {
-                    format!(
-                        "failed to start the {} sidecar `{}`",
-                        sidecar.kind.name(),
-                        argv[0]
-                    )
+                    format!("failed to start the {} sidecar `{}`", sidecar.name, argv[0])
                 })?;
-                self.note_component(sidecar.kind.name(), child.id());
-                running
-                    .sidecars
-                    .push((sidecar.kind.name().to_owned(), child));
+                self.note_component(&sidecar.name, child.id());
+                running.sidecars.push((sidecar.name.clone(), child));
             }
             running
                 .bridges
                 .push(Bridge::start(&sidecar.socket, host_port)?);
             self.record.sidecars.push(SidecarRecord {
-                name: sidecar.kind,
+                name: sidecar.name.clone(),
+                kind: sidecar.kind,
                 guest_port: sidecar.guest_port,
                 preferred_port: sidecar.preferred_port,
                 host_port,
@@ -337,7 +332,7 @@ impl Session<'_> {
                 .record
                 .sidecars
                 .iter()
-                .find(|s| s.name.name() == name.as_str())
+                .find(|s| s.name == *name)
                 .map(|s| s.host_port)
                 .expect("every started sidecar is recorded");
             while !ports::is_listening(port) {

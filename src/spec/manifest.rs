@@ -11,8 +11,9 @@ use toml::Spanned;
 use super::cidr::AddressRange;
 use super::diagnostic::SpecError;
 use super::host::HostPattern;
-use super::resolved::{self, Egress, ResolvedSpec, Supervise};
+use super::resolved::{self, CustomSidecar, Egress, EgressEngine, ResolvedSpec, Supervise};
 use super::validate::{self, Invalid};
+use crate::stage::alloc::custom_url_env;
 use crate::STAGE_FORMAT;
 
 type SpannedMap = BTreeMap<Spanned<String>, Spanned<String>>;
@@ -50,6 +51,15 @@ struct RawBottle {
     #[serde(default)]
     git: bool,
     supervise: Option<RawSupervise>,
+    #[serde(default)]
+    sidecars: BTreeMap<Spanned<String>, RawSidecar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSidecar {
+    command: Spanned<Vec<Spanned<String>>>,
+    guest_port: Spanned<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +69,7 @@ struct RawEgress {
     allow: Vec<Spanned<String>>,
     #[serde(default)]
     allow_addresses: Vec<Spanned<String>>,
+    engine: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,10 +103,13 @@ struct Bottle {
     memory_mib: u32,
     workdir: String,
     env: BTreeMap<String, String>,
+    engine: EgressEngine,
     allow: BTreeSet<HostPattern>,
     allow_addresses: BTreeSet<AddressRange>,
     git: bool,
     supervise: Option<Vec<String>>,
+    /// With the span of each name, to point at a clash with an agent's variables.
+    sidecars: BTreeMap<String, (CustomSidecar, Range<usize>)>,
 }
 
 impl Manifest {
@@ -144,6 +158,21 @@ impl Manifest {
                     .help(
                         "a secret's value comes from the host at run time; remove it from `env`",
                     ));
+                }
+            }
+            for (sidecar, (_, span)) in &bottle.sidecars {
+                let url_env = custom_url_env(sidecar);
+                if agent.env.contains_key(&url_env)
+                    || bottle.env.contains_key(&url_env)
+                    || agent.secrets.contains_key(&url_env)
+                {
+                    return Err(SpecError::at(
+                        file,
+                        text,
+                        span.clone(),
+                        format!("sidecar `{sidecar}` gives the guest `{url_env}`, which agent `{}` also sets", name.get_ref()),
+                    )
+                    .help(format!("rename the sidecar or remove `{url_env}` from the agent's `env` or `secrets`")));
                 }
             }
             agents.insert(name.into_inner(), agent);
@@ -205,6 +234,7 @@ impl Manifest {
             env,
             secrets: agent_def.secrets.keys().cloned().collect(),
             egress: Egress {
+                engine: bottle.engine,
                 allow: bottle.allow.iter().cloned().collect(),
                 allow_addresses: bottle.allow_addresses.iter().copied().collect(),
             },
@@ -213,6 +243,11 @@ impl Manifest {
                 .supervise
                 .clone()
                 .map(|command| Supervise { command }),
+            sidecars: bottle
+                .sidecars
+                .iter()
+                .map(|(n, (s, _))| (n.clone(), s.clone()))
+                .collect(),
         };
         debug_assert!(spec.check().is_ok(), "manifest checks imply spec checks");
         Ok(spec)
@@ -224,28 +259,56 @@ impl Manifest {
 }
 
 fn deserialize(file: &str, text: &str) -> Result<RawManifest, SpecError> {
-    let deserializer =
-        toml::de::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, ""))?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = table_path(e.path());
-        toml_error(file, text, e.inner(), &path)
-    })
+    let document = toml::de::DeTable::parse(text).map_err(|e| toml_error(file, text, &e, None))?;
+    // Keep the parsed tree: when deserialisation fails, it tells which table the error is in.
+    let tree = document.clone();
+    RawManifest::deserialize(toml::de::Deserializer::from(document))
+        .map_err(|e| toml_error(file, text, &e, Some(tree.get_ref())))
 }
 
-/// `bottles.default.egress` -> `[bottles.default.egress]`; the field that failed is not included.
-fn table_path(path: &serde_path_to_error::Path) -> String {
-    let segments: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-    if segments.is_empty() || segments == ["?"] {
-        String::new()
+/// The keys leading to the deepest key or value whose span holds `offset`.
+fn key_path_at(table: &toml::de::DeTable<'_>, offset: usize) -> Vec<String> {
+    for (key, value) in table.iter() {
+        let here = key.span().contains(&offset) || value.span().contains(&offset);
+        // Tables opened by a `[header]` span only their header: look inside them regardless.
+        let inner = match value.get_ref() {
+            toml::de::DeValue::Table(inner) => key_path_at(inner, offset),
+            _ => Vec::new(),
+        };
+        if !inner.is_empty() || here {
+            let mut path = vec![key.get_ref().to_string()];
+            path.extend(inner);
+            return path;
+        }
+    }
+    Vec::new()
+}
+
+fn table_name(path: &[String]) -> String {
+    if path.is_empty() {
+        " at the top level".to_owned()
     } else {
-        format!(" in [{}]", segments.join("."))
+        format!(" in [{}]", path.join("."))
     }
 }
 
 /// Rewrites serde's wording into ours: "unknown field" becomes "unknown key" with a suggestion.
-fn toml_error(file: &str, text: &str, error: &toml::de::Error, path: &str) -> SpecError {
+fn toml_error(
+    file: &str,
+    text: &str,
+    error: &toml::de::Error,
+    tree: Option<&toml::de::DeTable<'_>>,
+) -> SpecError {
     let message = error.message().trim();
     let span = error.span().unwrap_or(0..0);
+    let key_path = tree.map(|t| key_path_at(t, span.start)).unwrap_or_default();
+    // The error sits on a key or value; its table is everything before that key.
+    let table = key_path.len().saturating_sub(1);
+    let path = if tree.is_some() {
+        table_name(&key_path[..table])
+    } else {
+        String::new()
+    };
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
@@ -265,11 +328,20 @@ fn toml_error(file: &str, text: &str, error: &toml::de::Error, path: &str) -> Sp
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         let key = rest.split('`').next().unwrap_or(rest);
+        let path = table_name(&key_path);
         return SpecError::at(file, text, span, format!("missing key `{key}`{path}"))
             .help(format!("add `{key} = …` to this table"));
     }
     if message.starts_with("invalid type") {
-        return SpecError::at(file, text, span, format!("{message}{path}")).help(
+        let message = message
+            .replace("expected a sequence", "expected a list")
+            .replace("expected i64", "expected an integer")
+            .replace("expected a map", "expected a table");
+        let what = key_path
+            .last()
+            .map(|k| format!(" for `{k}`"))
+            .unwrap_or_default();
+        return SpecError::at(file, text, span, format!("{message}{what}{path}")).help(
             "check the value's type: strings are quoted, lists are in `[...]`, tables in `{...}`",
         );
     }
@@ -341,6 +413,42 @@ impl Checker<'_> {
         })
     }
 
+    fn sidecars(
+        &self,
+        raw: BTreeMap<Spanned<String>, RawSidecar>,
+    ) -> Result<BTreeMap<String, (CustomSidecar, Range<usize>)>, SpecError> {
+        let mut out: BTreeMap<String, (CustomSidecar, Range<usize>)> = BTreeMap::new();
+        for (name, sidecar) in raw {
+            self.check(name.span(), validate::sidecar_name(name.get_ref()))?;
+            let port_span = sidecar.guest_port.span();
+            let guest_port = self.check(
+                port_span.clone(),
+                validate::guest_port(*sidecar.guest_port.get_ref()),
+            )?;
+            if let Some((other, _)) = out.iter().find(|(_, (s, _))| s.guest_port == guest_port) {
+                return Err(SpecError::at(
+                    self.file,
+                    self.text,
+                    port_span,
+                    format!("sidecar `{other}` already uses guest port {guest_port}"),
+                )
+                .help("give each sidecar its own guest port"));
+            }
+            let command = self.command(sidecar.command, true)?;
+            out.insert(
+                name.get_ref().clone(),
+                (
+                    CustomSidecar {
+                        command,
+                        guest_port,
+                    },
+                    name.span(),
+                ),
+            );
+        }
+        Ok(out)
+    }
+
     fn bottle(&self, raw: RawBottle) -> Result<Bottle, SpecError> {
         self.check(raw.image.span(), validate::image(raw.image.get_ref()))?;
         let cpus = match raw.cpus {
@@ -372,7 +480,26 @@ impl Checker<'_> {
         let egress = raw.egress.unwrap_or(RawEgress {
             allow: Vec::new(),
             allow_addresses: Vec::new(),
+            engine: None,
         });
+        let engine = match &egress.engine {
+            None => EgressEngine::Builtin,
+            Some(engine) => match engine.get_ref().as_str() {
+                "builtin" => EgressEngine::Builtin,
+                "pipelock" => EgressEngine::Pipelock,
+                other => {
+                    let invalid = Invalid::new(format!("unknown egress engine `{other}`"))
+                        .help("the engines are `builtin` (the default) and `pipelock`");
+                    return Err(SpecError::invalid(
+                        self.file,
+                        self.text,
+                        engine.span(),
+                        invalid,
+                    ));
+                }
+            },
+        };
+        let engine_span = egress.engine.as_ref().map(|e| e.span());
         let mut allow = BTreeSet::new();
         for pattern in egress.allow {
             allow.insert(self.check(pattern.span(), pattern.get_ref().parse::<HostPattern>())?);
@@ -382,15 +509,21 @@ impl Checker<'_> {
             allow_addresses
                 .insert(self.check(range.span(), range.get_ref().parse::<AddressRange>())?);
         }
+        if let (EgressEngine::Pipelock, Some(span)) = (engine, engine_span) {
+            let patterns: Vec<HostPattern> = allow.iter().cloned().collect();
+            self.check(span, validate::pipelock_patterns(&patterns))?;
+        }
         Ok(Bottle {
             image: raw.image.into_inner(),
             cpus,
             memory_mib,
             workdir,
             env: self.env(raw.env)?,
+            engine,
             allow,
             allow_addresses,
             git: raw.git,
+            sidecars: self.sidecars(raw.sidecars)?,
             supervise: raw
                 .supervise
                 .map(|s| self.command(s.command, true))

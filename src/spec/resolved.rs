@@ -33,11 +33,14 @@ pub struct ResolvedSpec {
     pub egress: Egress,
     pub git: bool,
     pub supervise: Option<Supervise>,
+    /// Further host services the guest may reach, by name.
+    pub sidecars: BTreeMap<String, CustomSidecar>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Egress {
+    pub engine: EgressEngine,
     /// Sorted and without duplicates.
     pub allow: Vec<HostPattern>,
     /// Address ranges that allowed names may resolve to although they are private or local,
@@ -45,11 +48,31 @@ pub struct Egress {
     pub allow_addresses: Vec<AddressRange>,
 }
 
+/// Which proxy enforces the egress policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressEngine {
+    /// bottle's own proxy: exact ports, `*.example.com` never matches `example.com`.
+    Builtin,
+    /// An installed pipelock (pinned version), with a rendered `pipelock.yaml`. It cannot
+    /// restrict ports: every allowed host is reachable on every port.
+    Pipelock,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Supervise {
     /// A host command; `{port}` is replaced by the host port the runner picks.
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomSidecar {
+    /// A host command; `{port}` is replaced by the host port the runner picks.
+    pub command: Vec<String>,
+    /// The port the guest dials on `proxy.internal`.
+    pub guest_port: u16,
 }
 
 pub const PORT_PLACEHOLDER: &str = "{port}";
@@ -109,6 +132,9 @@ impl ResolvedSpec {
                 "egress.allow is not sorted and free of duplicates",
             ));
         }
+        if self.egress.engine == EgressEngine::Pipelock {
+            validate::pipelock_patterns(&self.egress.allow)?;
+        }
         if !self.egress.allow_addresses.windows(2).all(|w| w[0] < w[1]) {
             return Err(Invalid::new(
                 "egress.allow_addresses is not sorted and free of duplicates",
@@ -116,6 +142,23 @@ impl ResolvedSpec {
         }
         if let Some(supervise) = &self.supervise {
             validate::supervise_command(&supervise.command)?;
+        }
+        let mut ports = BTreeSet::new();
+        for (name, sidecar) in &self.sidecars {
+            validate::sidecar_name(name)?;
+            validate::supervise_command(&sidecar.command)?;
+            if !ports.insert(validate::guest_port(i64::from(sidecar.guest_port))?) {
+                return Err(Invalid::new(format!(
+                    "two sidecars use guest port {}",
+                    sidecar.guest_port
+                )));
+            }
+            let url_env = crate::stage::alloc::custom_url_env(name);
+            if self.env.contains_key(&url_env) || self.secrets.contains(&url_env) {
+                return Err(Invalid::new(format!(
+                    "`{url_env}` is both a variable and sidecar `{name}`'s URL"
+                )));
+            }
         }
         Ok(())
     }

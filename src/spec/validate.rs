@@ -37,6 +37,47 @@ impl fmt::Display for Invalid {
 impl std::error::Error for Invalid {}
 
 pub const MAX_NAME_LEN: usize = 64;
+
+/// Ports the gvproxy gateway serves itself (DNS, DHCP, its HTTP API): never a sidecar's.
+pub const GATEWAY_PORTS: [u16; 3] = [53, 67, 80];
+pub const EGRESS_GUEST_PORT: u16 = 3128;
+pub const GIT_GUEST_PORT: u16 = 9418;
+pub const SUPERVISE_GUEST_PORT: u16 = 8765;
+const BUILTIN_SIDECARS: [&str; 3] = ["egress", "git", "supervise"];
+
+/// A custom sidecar's name: a name that starts with a letter (its `<NAME>_URL` variable must be
+/// a valid variable name) and is not one of the built-in sidecars.
+pub fn sidecar_name(text: &str) -> Result<(), Invalid> {
+    name(text)?;
+    if !text.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(Invalid::new(format!(
+            "sidecar name `{text}` does not start with a letter"
+        ))
+        .help("the guest gets its URL as `<NAME>_URL`, which must be a valid variable name"));
+    }
+    if BUILTIN_SIDECARS.contains(&text) {
+        return Err(Invalid::new(format!("`{text}` is a built-in sidecar"))
+            .help("use `egress`, `git = true` or `supervise` for those, and another name here"));
+    }
+    Ok(())
+}
+
+/// The port a custom sidecar is reached on from the guest.
+pub fn guest_port(value: i64) -> Result<u16, Invalid> {
+    let help = "choose a port from 1 to 65535 other than 53, 67 and 80 (gvproxy's gateway) \
+                and 3128, 9418 and 8765 (bottle's own sidecars)";
+    let port = u16::try_from(value)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| Invalid::new(format!("{value} is not a port")).help(help))?;
+    if GATEWAY_PORTS.contains(&port) {
+        return Err(Invalid::new(format!("port {port} is served by gvproxy's gateway")).help(help));
+    }
+    if [EGRESS_GUEST_PORT, GIT_GUEST_PORT, SUPERVISE_GUEST_PORT].contains(&port) {
+        return Err(Invalid::new(format!("port {port} belongs to a built-in sidecar")).help(help));
+    }
+    Ok(port)
+}
 pub const MIN_MEMORY_MIB: u32 = 64;
 pub const MAX_MEMORY_MIB: u32 = 1024 * 1024;
 pub const MAX_CPUS: i64 = 16;
@@ -130,6 +171,17 @@ pub fn command(argv: &[String]) -> Result<(), Invalid> {
         Some(_) => argv
             .iter()
             .try_for_each(|arg| no_nul("a command argument", arg)),
+    }
+}
+
+/// pipelock has no notion of ports: a pattern that names one would silently allow every port.
+pub fn pipelock_patterns(patterns: &[super::host::HostPattern]) -> Result<(), Invalid> {
+    match patterns.iter().find(|p| p.port.is_some()) {
+        Some(pattern) => Err(Invalid::new(format!(
+            "`{pattern}` names a port, and pipelock cannot restrict ports"
+        ))
+        .help("remove the port (pipelock then allows every port of the host), or use the built-in engine")),
+        None => Ok(()),
     }
 }
 

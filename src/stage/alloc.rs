@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::id::StageId;
-use crate::spec::ResolvedSpec;
+use crate::spec::{validate, ResolvedSpec};
 
 /// Where every stage subnet lives: 10.128.0.0/9, away from the 10.0/16-ish ranges home routers
 /// and Docker favour and from Tailscale's 100.64/10.
@@ -17,8 +17,7 @@ pub const SUBNET_PREFIX: u8 = 24;
 pub const HOST_PORT_FIRST: u16 = 20000;
 /// Below the ephemeral ranges of Linux (32768-60999) and macOS (49152-65535).
 pub const HOST_PORT_LAST: u16 = 32767;
-/// Ports the gvproxy gateway serves itself (DNS, DHCP, its HTTP API): never a sidecar's.
-pub const GATEWAY_PORTS: [u16; 3] = [53, 67, 80];
+pub use crate::spec::validate::GATEWAY_PORTS;
 pub const PROXY_NAME: &str = "proxy.internal";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -27,48 +26,99 @@ pub enum SidecarKind {
     Egress,
     Git,
     Supervise,
+    /// A `[sidecars.NAME]` entry of the bottle.
+    Custom,
 }
 
 impl SidecarKind {
-    pub const ALL: [SidecarKind; 3] = [
+    pub const BUILT_IN: [SidecarKind; 3] = [
         SidecarKind::Egress,
         SidecarKind::Git,
         SidecarKind::Supervise,
     ];
 
-    pub fn name(self) -> &'static str {
+    /// The name of a built-in sidecar; custom ones carry their own.
+    pub fn builtin_name(self) -> Option<&'static str> {
         match self {
-            SidecarKind::Egress => "egress",
-            SidecarKind::Git => "git",
-            SidecarKind::Supervise => "supervise",
+            SidecarKind::Egress => Some("egress"),
+            SidecarKind::Git => Some("git"),
+            SidecarKind::Supervise => Some("supervise"),
+            SidecarKind::Custom => None,
         }
     }
 
-    /// The port the guest dials on `proxy.internal`; fixed, so guest images can rely on it.
-    pub fn guest_port(self) -> u16 {
+    /// The fixed port the guest dials on `proxy.internal` for a built-in sidecar.
+    pub fn builtin_guest_port(self) -> Option<u16> {
         match self {
-            SidecarKind::Egress => 3128,
-            SidecarKind::Git => 9418,
-            SidecarKind::Supervise => 8765,
+            SidecarKind::Egress => Some(validate::EGRESS_GUEST_PORT),
+            SidecarKind::Git => Some(validate::GIT_GUEST_PORT),
+            SidecarKind::Supervise => Some(validate::SUPERVISE_GUEST_PORT),
+            SidecarKind::Custom => None,
         }
     }
+}
 
-    /// The URL the guest is given for this sidecar.
-    pub fn guest_url(self) -> String {
-        let port = self.guest_port();
-        match self {
-            SidecarKind::Egress | SidecarKind::Supervise => format!("http://{PROXY_NAME}:{port}"),
-            SidecarKind::Git => format!("git://{PROXY_NAME}:{port}/"),
-        }
-    }
+/// The variable that tells the guest where a custom sidecar is: `docs-index` -> `DOCS_INDEX_URL`.
+pub fn custom_url_env(name: &str) -> String {
+    format!("{}_URL", name.to_ascii_uppercase().replace('-', "_"))
+}
 
-    pub fn is_active(self, spec: &ResolvedSpec) -> bool {
-        match self {
-            SidecarKind::Egress => true,
-            SidecarKind::Git => spec.git,
-            SidecarKind::Supervise => spec.supervise.is_some(),
-        }
+/// A sidecar as the spec asks for it, before ports are assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarRequest {
+    pub kind: SidecarKind,
+    pub name: String,
+    pub guest_port: u16,
+    /// The variable carrying its URL in the guest; `None` for egress, which sets the proxy
+    /// variables instead.
+    pub url_env: Option<String>,
+    pub guest_url: String,
+    /// The host command, with `{port}` for the host port (supervise and custom sidecars).
+    pub command: Option<Vec<String>>,
+}
+
+/// The active sidecars of a spec, built-in ones first, then custom ones by name.
+pub fn sidecars_of(spec: &ResolvedSpec) -> Vec<SidecarRequest> {
+    let http = |port: u16| format!("http://{PROXY_NAME}:{port}");
+    let mut out = vec![SidecarRequest {
+        kind: SidecarKind::Egress,
+        name: "egress".into(),
+        guest_port: validate::EGRESS_GUEST_PORT,
+        url_env: None,
+        guest_url: http(validate::EGRESS_GUEST_PORT),
+        command: None,
+    }];
+    if spec.git {
+        out.push(SidecarRequest {
+            kind: SidecarKind::Git,
+            name: "git".into(),
+            guest_port: validate::GIT_GUEST_PORT,
+            url_env: Some("GIT_GATE_URL".into()),
+            guest_url: format!("git://{PROXY_NAME}:{}/", validate::GIT_GUEST_PORT),
+            command: None,
+        });
     }
+    if let Some(supervise) = &spec.supervise {
+        out.push(SidecarRequest {
+            kind: SidecarKind::Supervise,
+            name: "supervise".into(),
+            guest_port: validate::SUPERVISE_GUEST_PORT,
+            url_env: Some("MCP_SUPERVISE_URL".into()),
+            guest_url: http(validate::SUPERVISE_GUEST_PORT),
+            command: Some(supervise.command.clone()),
+        });
+    }
+    for (name, custom) in &spec.sidecars {
+        out.push(SidecarRequest {
+            kind: SidecarKind::Custom,
+            name: name.clone(),
+            guest_port: custom.guest_port,
+            url_env: Some(custom_url_env(name)),
+            guest_url: http(custom.guest_port),
+            command: Some(custom.command.clone()),
+        });
+    }
+    out
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -135,10 +185,9 @@ pub struct Assignments {
     pub sidecars: Vec<SidecarAssignment>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SidecarAssignment {
-    pub kind: SidecarKind,
-    pub guest_port: u16,
+    pub request: SidecarRequest,
     /// Preferred only: when it is busy at run time the runner takes another and records it.
     pub host_port: u16,
 }
@@ -166,22 +215,27 @@ pub fn allocate(id: &StageId, spec: &ResolvedSpec) -> Assignments {
     let span = u32::from(HOST_PORT_LAST - HOST_PORT_FIRST) + 1;
     let mut taken: Vec<u16> = Vec::new();
     let mut sidecars = Vec::new();
-    for (i, kind) in SidecarKind::ALL.into_iter().enumerate() {
-        if !kind.is_active(spec) {
-            continue;
-        }
-        let raw = u32::from(u16::from_be_bytes([draw[8 + 2 * i], draw[9 + 2 * i]]));
-        let mut offset = raw % span;
+    for request in sidecars_of(spec) {
+        // Built-in sidecars draw from fixed places of the first block, so that adding a custom
+        // sidecar never moves them; custom ones draw further along the stream, in name order.
+        let raw = match SidecarKind::BUILT_IN
+            .iter()
+            .position(|k| *k == request.kind)
+        {
+            Some(i) => [draw[8 + 2 * i], draw[9 + 2 * i]],
+            None => {
+                let mut two = [0u8; 2];
+                stream.fill(&mut two);
+                two
+            }
+        };
+        let mut offset = u32::from(u16::from_be_bytes(raw)) % span;
         while taken.contains(&(HOST_PORT_FIRST + offset as u16)) {
             offset = (offset + 1) % span;
         }
         let host_port = HOST_PORT_FIRST + offset as u16;
         taken.push(host_port);
-        sidecars.push(SidecarAssignment {
-            kind,
-            guest_port: kind.guest_port(),
-            host_port,
-        });
+        sidecars.push(SidecarAssignment { request, host_port });
     }
 
     Assignments {
@@ -201,13 +255,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sidecar_guest_ports_avoid_the_gateway() {
-        for kind in SidecarKind::ALL {
-            assert!(!GATEWAY_PORTS.contains(&kind.guest_port()), "{kind:?}");
-        }
-        let mut ports: Vec<u16> = SidecarKind::ALL.iter().map(|k| k.guest_port()).collect();
-        ports.dedup();
+    fn builtin_guest_ports_avoid_the_gateway_and_each_other() {
+        let ports: Vec<u16> = SidecarKind::BUILT_IN
+            .iter()
+            .filter_map(|k| k.builtin_guest_port())
+            .collect();
         assert_eq!(ports.len(), 3);
+        for port in &ports {
+            assert!(!validate::GATEWAY_PORTS.contains(port), "{port}");
+        }
+        assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2]);
+    }
+
+    #[test]
+    fn custom_url_variables() {
+        assert_eq!(custom_url_env("docs-index"), "DOCS_INDEX_URL");
     }
 
     #[test]

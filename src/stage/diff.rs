@@ -104,8 +104,16 @@ pub fn summary(a: &Stage, b: &Stage) -> Vec<Change> {
             .iter()
             .map(|c| {
                 (
-                    c.name.name().to_owned(),
-                    format!("guest port {}, host port {}", c.guest_port, c.host_port),
+                    c.name.clone(),
+                    match &c.command {
+                        Some(cmd) => format!(
+                            "guest port {}, host port {}, runs {}",
+                            c.guest_port,
+                            c.host_port,
+                            shell_words(cmd)
+                        ),
+                        None => format!("guest port {}, host port {}", c.guest_port, c.host_port),
+                    },
                 )
             })
             .collect()

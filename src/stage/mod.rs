@@ -3,8 +3,11 @@
 //! and `diff` read them back. The runner reads stages, never manifests.
 
 pub mod alloc;
+pub mod archive;
 pub mod diff;
+pub mod gc;
 pub mod id;
+pub mod pins;
 pub mod store;
 pub mod verify;
 
@@ -50,6 +53,10 @@ pub fn build(spec: &ResolvedSpec) -> Stage {
         ),
         (render::SPEC_JSON, spec_json),
     ];
+    if spec.egress.engine == crate::spec::resolved::EgressEngine::Pipelock {
+        let policy = render::egress::policy(spec);
+        files.push((render::PIPELOCK_YAML, render::pipelock::render(&policy)));
+    }
     let plan = render::plan::plan(
         &id,
         &spec.agent,
@@ -64,4 +71,12 @@ pub fn build(spec: &ResolvedSpec) -> Stage {
         plan,
         files,
     }
+}
+
+/// The stages of every agent of a manifest, in agent-name order.
+pub fn build_all(manifest: &crate::spec::Manifest) -> Result<Vec<Stage>, crate::spec::SpecError> {
+    manifest
+        .agent_names()
+        .map(|name| Ok(build(&manifest.resolve(Some(name))?)))
+        .collect()
 }

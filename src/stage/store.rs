@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use fs_err as fs;
 
 use super::id::{self, StageId, ID_HEX_LEN, MIN_PREFIX_LEN};
-use super::Stage;
+use super::{verify, Stage};
 
 /// Temporary stages are written inside the store, so that the final rename never crosses a file
 /// system, under names that are never ids, so that listings skip them.
@@ -25,8 +25,10 @@ pub struct Store {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
     Created,
-    /// A stage with this id was already in the store; nothing was written.
+    /// An intact stage with this id was already in the store; nothing was written.
     Existed,
+    /// A damaged stage with this id was in the store and has been replaced.
+    Repaired,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -107,40 +109,36 @@ impl Store {
         Ok(ids)
     }
 
-    /// A full id or a unique prefix of at least six digits.
+    /// A full id or a unique prefix of at least six digits. Fails with a `LookupError` (inside
+    /// the `anyhow::Error`) when the text names no stage, or with an I/O error.
     pub fn resolve(&self, text: &str) -> anyhow::Result<StageId> {
-        Ok(self.try_resolve(text)??)
-    }
-
-    pub fn try_resolve(&self, text: &str) -> anyhow::Result<Result<StageId, LookupError>> {
         let prefix = text.trim();
         if prefix.is_empty() || prefix.len() > ID_HEX_LEN || !id::is_lower_hex(prefix) {
-            return Ok(Err(LookupError::NotHex(text.to_owned())));
+            return Err(LookupError::NotHex(text.to_owned()).into());
         }
         if prefix.len() < MIN_PREFIX_LEN {
-            return Ok(Err(LookupError::TooShort(text.to_owned())));
+            return Err(LookupError::TooShort(text.to_owned()).into());
         }
-        if prefix.len() == ID_HEX_LEN {
-            let id: StageId = prefix.parse().map_err(anyhow::Error::msg)?;
-            return Ok(if self.contains(&id) {
-                Ok(id)
-            } else {
-                Err(self.not_found(prefix))
-            });
+        if let Ok(id) = prefix.parse::<StageId>() {
+            return match self.contains(&id) {
+                true => Ok(id),
+                false => Err(self.not_found(prefix).into()),
+            };
         }
         let matches: Vec<StageId> = self
             .ids()?
             .into_iter()
             .filter(|id| id.to_string().starts_with(prefix))
             .collect();
-        Ok(match matches.as_slice() {
-            [] => Err(self.not_found(prefix)),
+        match matches.as_slice() {
+            [] => Err(self.not_found(prefix).into()),
             [one] => Ok(*one),
             _ => Err(LookupError::Ambiguous {
                 prefix: prefix.to_owned(),
                 matches,
-            }),
-        })
+            }
+            .into()),
+        }
     }
 
     fn not_found(&self, prefix: &str) -> LookupError {
@@ -154,11 +152,17 @@ impl Store {
         Ok(fs::read(self.stage_dir(id).join(file))?)
     }
 
-    /// Writes `stage` unless the store has it already. A failure at any point removes what this
-    /// call wrote; a crash leaves at most a `.tmp-*` directory, never a partial stage.
+    /// Writes `stage` unless the store has an intact copy already; a damaged copy is replaced.
+    /// A failure at any point removes what this call wrote; a crash leaves at most a `.tmp-*`
+    /// directory, never a partial stage under an id.
+    ///
+    /// Nothing is fsynced: a stage is derived data, verified before every use, and a stage that
+    /// lost bytes in a power cut is found damaged and rewritten by the next `gen`. Durability
+    /// would cost more than the whole rest of `gen` (about 1 ms per fsync here).
     pub fn write(&self, stage: &Stage) -> anyhow::Result<WriteOutcome> {
         let target = self.stage_dir(&stage.id);
-        if target.is_dir() {
+        let damaged = target.is_dir() && !verify::verify(self, &stage.id).is_intact();
+        if target.is_dir() && !damaged {
             return Ok(WriteOutcome::Existed);
         }
         fs::create_dir_all(&self.root)
@@ -167,13 +171,26 @@ impl Store {
         for (name, bytes) in &stage.files {
             write_read_only(&tmp.path.join(name), bytes)?;
         }
-        fs::File::open(&tmp.path)?.sync_all()?;
+        if damaged {
+            // Move the damaged copy aside first, so the id never names a half-replaced stage.
+            let aside = TempDir::create(&self.root, &stage.id)?;
+            fs::remove_dir(&aside.path)?;
+            if std::fs::rename(&target, &aside.path).is_err() && target.is_dir() {
+                anyhow::bail!(
+                    "failed to move the damaged stage `{}` aside",
+                    target.display()
+                );
+            }
+            let _removed_on_drop = aside;
+        }
         match std::fs::rename(&tmp.path, &target) {
             Ok(()) => {
                 tmp.keep();
-                // Make the rename itself durable.
-                fs::File::open(&self.root)?.sync_all()?;
-                Ok(WriteOutcome::Created)
+                Ok(if damaged {
+                    WriteOutcome::Repaired
+                } else {
+                    WriteOutcome::Created
+                })
             }
             // Another writer won the race; its stage has the same bytes by construction.
             Err(_) if target.is_dir() => Ok(WriteOutcome::Existed),
@@ -194,7 +211,6 @@ fn write_read_only(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .open(path)?;
     file.write_all(bytes)?;
     file.set_permissions(std::fs::Permissions::from_mode(0o444))?;
-    file.sync_all()?;
     Ok(())
 }
 
@@ -272,5 +288,72 @@ impl Store {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that fails half-way (here: a file name the file system refuses) leaves neither a
+    /// stage nor a temporary directory behind.
+    #[test]
+    fn a_failed_write_leaves_nothing() {
+        let spec_text =
+            "[agents.a]\nbottle = \"b\"\ncommand = [\"sh\"]\n[bottles.b]\nimage = \"i\"\n";
+        let spec = crate::spec::Manifest::parse("t", spec_text)
+            .unwrap()
+            .resolve(None)
+            .unwrap();
+        let mut stage = super::super::build(&spec);
+        stage.files.push(("no/such/dir", b"x".to_vec()));
+        let dir = std::env::temp_dir().join(format!("bottle-store-test-{}", std::process::id()));
+        let store = Store::new(&dir);
+        assert!(store.write(&stage).is_err());
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// A lock on a stage directory (`flock`), released on drop. A run holds it shared for as long as
+/// it uses the stage; `gc` takes it exclusively before removing a stage, and skips a stage whose
+/// lock is taken.
+#[derive(Debug)]
+pub struct StageLock {
+    _file: std::fs::File,
+}
+
+impl Store {
+    /// Holds the stage shared, for a run: `gc` will not remove it meanwhile.
+    pub fn hold(&self, id: &StageId) -> anyhow::Result<StageLock> {
+        let file = std::fs::File::open(self.stage_dir(id))
+            .with_context(|| format!("failed to open the stage {id}"))?;
+        file.lock_shared()
+            .with_context(|| format!("failed to lock the stage {id}"))?;
+        Ok(StageLock { _file: file })
+    }
+
+    /// The exclusive lock, or `None` when someone holds the stage.
+    pub fn try_lock_exclusive(&self, id: &StageId) -> anyhow::Result<Option<StageLock>> {
+        let file = std::fs::File::open(self.stage_dir(id))
+            .with_context(|| format!("failed to open the stage {id}"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(StageLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("failed to lock the stage {id}"))
+            }
+        }
+    }
+
+    /// Removes a stage, holding its exclusive lock: first renamed aside so that the id never names
+    /// a half-removed stage, then deleted.
+    pub fn remove(&self, id: &StageId, _lock: StageLock) -> anyhow::Result<()> {
+        let aside = TempDir::create(&self.root, id)?;
+        fs::remove_dir(&aside.path)?;
+        fs::rename(self.stage_dir(id), &aside.path)?;
+        drop(aside);
+        Ok(())
     }
 }

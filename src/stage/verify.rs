@@ -3,7 +3,7 @@
 //! match the files. Anything else (a missing, extra, changed or unreadable file) is a problem,
 //! and a stage with a problem is never launched.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -64,59 +64,72 @@ impl Report {
     }
 }
 
+/// Verifies a stage in the store.
 pub fn verify(store: &Store, id: &StageId) -> Report {
-    let mut problems = Vec::new();
     let dir = store.stage_dir(id);
-    let present: BTreeSet<String> = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
         Err(e) => {
-            let problem = Problem::Unreadable {
-                file: dir.display().to_string(),
+            let file = dir.display().to_string();
+            let problems = vec![Problem::Unreadable {
+                file,
                 error: e.to_string(),
-            };
+            }];
             return Report {
                 id: *id,
                 stage: None,
-                problems: vec![problem],
+                problems,
             };
         }
     };
-    let read = |file: &str, problems: &mut Vec<Problem>| match std::fs::read(dir.join(file)) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            problems.push(Problem::Missing {
-                file: file.to_owned(),
-            });
-            None
-        }
-        Err(e) => {
-            problems.push(Problem::Unreadable {
-                file: file.to_owned(),
+    let mut files = Files::new();
+    let mut problems = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match std::fs::read(entry.path()) {
+            Ok(bytes) => {
+                files.insert(name, bytes);
+            }
+            Err(e) => problems.push(Problem::Unreadable {
+                file: name,
                 error: e.to_string(),
-            });
-            None
+            }),
         }
-    };
+    }
+    let mut report = verify_files(id, &files);
+    problems.append(&mut report.problems);
+    report.problems = problems;
+    report
+}
 
-    for extra in present
-        .iter()
+/// A stage's files by name, as read from a directory or an archive.
+pub type Files = BTreeMap<String, Vec<u8>>;
+
+/// Verifies a stage given as its files, wherever they came from.
+pub fn verify_files(id: &StageId, files: &Files) -> Report {
+    let mut problems = Vec::new();
+    for extra in files
+        .keys()
         .filter(|f| !render::STAGE_FILES.contains(&f.as_str()))
     {
         problems.push(Problem::Unexpected {
             file: extra.clone(),
         });
     }
-    let Some(spec_bytes) = read(render::SPEC_JSON, &mut problems) else {
+    let missing = |problems: &mut Vec<Problem>, file: &str| {
+        problems.push(Problem::Missing {
+            file: file.to_owned(),
+        });
+    };
+    let Some(spec_bytes) = files.get(render::SPEC_JSON) else {
+        missing(&mut problems, render::SPEC_JSON);
         return Report {
             id: *id,
             stage: None,
             problems,
         };
     };
-    let spec = match ResolvedSpec::from_canonical_bytes(&spec_bytes) {
+    let spec = match ResolvedSpec::from_canonical_bytes(spec_bytes) {
         Ok(spec) => spec,
         Err(invalid) => {
             problems.push(Problem::InvalidSpec {
@@ -130,31 +143,46 @@ pub fn verify(store: &Store, id: &StageId) -> Report {
         }
     };
     let expected = build(&spec);
+    // A file bottle writes for some stages, but not for this one.
+    for extra in files
+        .keys()
+        .filter(|f| render::STAGE_FILES.contains(&f.as_str()) && expected.file(f).is_none())
+    {
+        problems.push(Problem::Unexpected {
+            file: extra.clone(),
+        });
+    }
     if expected.id != *id {
         problems.push(Problem::IdMismatch {
             computed: expected.id,
         });
     }
-    let mut actual_files = Vec::new();
     for (name, want) in &expected.files {
-        if let Some(got) = read(name, &mut problems) {
-            if &got != want {
-                problems.push(Problem::Differs {
-                    file: (*name).to_owned(),
-                });
-            }
-            actual_files.push((*name, got));
+        match files.get(*name) {
+            None => missing(&mut problems, name),
+            Some(got) if got != want => problems.push(Problem::Differs {
+                file: (*name).to_owned(),
+            }),
+            Some(_) => {}
         }
     }
     // The digests are checked on their own so that a report says whether plan.json was edited
     // along with a file or the file alone.
-    if let Some((_, plan_bytes)) = actual_files.iter().find(|(n, _)| *n == render::PLAN_JSON) {
+    if let Some(plan_bytes) = files.get(render::PLAN_JSON) {
         match plan::parse(plan_bytes) {
             Ok(recorded) => {
-                for (name, bytes) in actual_files.iter().filter(|(n, _)| *n != render::PLAN_JSON) {
-                    if recorded.files.get(*name) != Some(&plan::digest(bytes)) {
+                let others = expected
+                    .files
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .filter(|n| *n != render::PLAN_JSON);
+                for name in others {
+                    let Some(bytes) = files.get(name) else {
+                        continue;
+                    };
+                    if recorded.files.get(name) != Some(&plan::digest(bytes)) {
                         problems.push(Problem::DigestMismatch {
-                            file: (*name).to_owned(),
+                            file: name.to_owned(),
                         });
                     }
                 }

@@ -84,16 +84,18 @@ fn describe_answer(answer: &Option<dns::Answer>) -> String {
     }
 }
 
-/// The (variable, port) of each sidecar URL in the guest's environment.
+/// The (variable, port) of each sidecar URL in the guest's environment: every variable whose
+/// value is a URL on `proxy.internal` (egress once, as `HTTP_PROXY`; git, supervise and custom
+/// sidecars by their own variables).
 pub fn sidecar_ports(env: &BTreeMap<String, String>) -> Vec<(String, u16)> {
-    ["HTTP_PROXY", "GIT_GATE_URL", "MCP_SUPERVISE_URL"]
-        .iter()
-        .filter_map(|var| {
-            let url = env.get(*var)?;
+    const TWINS: [&str; 3] = ["HTTPS_PROXY", "https_proxy", "http_proxy"];
+    env.iter()
+        .filter(|(var, _)| !TWINS.contains(&var.as_str()))
+        .filter_map(|(var, url)| {
             let rest = url.split_once("://")?.1;
             let authority = rest.split('/').next()?;
             let (host, port) = authority.rsplit_once(':')?;
-            (host == PROXY_NAME).then_some(((*var).to_owned(), port.parse().ok()?))
+            (host == PROXY_NAME).then_some((var.clone(), port.parse().ok()?))
         })
         .collect()
 }
@@ -190,12 +192,16 @@ mod tests {
                 "git://proxy.internal:9418/".to_owned(),
             ),
             ("OTHER".to_owned(), "http://x:1".to_owned()),
+            (
+                "https_proxy".to_owned(),
+                "http://proxy.internal:3128".to_owned(),
+            ),
         ]);
         assert_eq!(
             sidecar_ports(&env),
             vec![
-                ("HTTP_PROXY".to_owned(), 3128),
-                ("GIT_GATE_URL".to_owned(), 9418)
+                ("GIT_GATE_URL".to_owned(), 9418),
+                ("HTTP_PROXY".to_owned(), 3128)
             ]
         );
     }

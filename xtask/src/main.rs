@@ -1,1 +1,63 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <task>` (an alias in .cargo/config.toml).
+//!
+//! bless   rewrite golden/ from the renderers (refuses byte changes without a format bump)
+//! stages  regenerate stages/ from examples/*.toml
+//! ci      fmt, clippy with warnings denied, and the whole test suite
+//! bench   speed of the generator, as whole processes, then of the egress proxy against a
+//!         direct connection and tinyproxy (`bench-generator` and `bench-egress` run one half)
+//! dist    shell completions and man pages from the clap definitions, into target/dist/
+
+mod bench;
+mod bench_egress;
+mod bless;
+mod ci;
+mod dist;
+mod stages;
+
+use std::path::{Path, PathBuf};
+
+const USAGE: &str = "usage: cargo xtask <bless|stages|ci|bench|dist>";
+
+fn main() -> std::process::ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "bless" => bless::run(),
+        "stages" => stages::run(),
+        "ci" => ci::run(),
+        "bench" => bench::run().and_then(|()| bench_egress::run()),
+        "bench-generator" => bench::run(),
+        "bench-egress" => bench_egress::run(),
+        "dist" => dist::run(),
+        _ => {
+            eprintln!("{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root, whatever directory cargo was started from.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// Every agent's stage of one manifest; the manifest is named relative to the root in errors.
+fn stages_of(manifest: &Path) -> anyhow::Result<Vec<bottle::stage::Stage>> {
+    let text = fs_err::read_to_string(manifest)?;
+    let name = manifest
+        .strip_prefix(root())
+        .unwrap_or(manifest)
+        .display()
+        .to_string();
+    let parsed = bottle::spec::Manifest::parse(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    bottle::stage::build_all(&parsed).map_err(|e| anyhow::anyhow!("{e}"))
+}

@@ -1,0 +1,13 @@
+//! The integration tests: one binary, driving the real `bottle` executable in a fresh temporary
+//! directory through `TestEnv`, and reading the repository's golden cases and committed stages.
+
+mod assignments;
+mod cli;
+mod concurrency;
+mod git_gateway;
+mod golden;
+mod identity;
+mod lifecycle;
+mod rendering;
+mod smolfile_parsers;
+mod support;
