@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use super::output;
-use super::{open_intact_stage, StoreArg};
+use super::{intact_stage, StoreArg};
 use crate::error::{Exit, UserError};
 use crate::run::{self, launch, rundir};
 use crate::stage::Stage;
@@ -41,7 +41,11 @@ pub struct Args {
 pub fn exec(args: Args) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let store = args.store.open();
-    let stage = open_intact_stage(&store, &args.id)?;
+    let id = store.resolve(&args.id)?;
+    // Held shared until the run ends, taken before the stage is verified: `bottle gc` never
+    // removes a stage that a run uses.
+    let _held = store.hold(&id)?;
+    let stage = intact_stage(&store, &id)?;
     let workspace = std::path::absolute(&args.workspace)
         .with_context(|| format!("bad workspace `{}`", args.workspace.display()))?;
     if !workspace.is_dir() {

@@ -9,5 +9,6 @@ mod golden;
 mod identity;
 mod lifecycle;
 mod rendering;
+mod runner;
 mod smolfile_parsers;
 mod support;

@@ -42,7 +42,7 @@ fn testkit_bin(name: &str) -> PathBuf {
     path
 }
 
-struct TestEnv {
+struct RunEnv {
     _dir: tempfile::TempDir,
     root: PathBuf,
     id: String,
@@ -50,8 +50,8 @@ struct TestEnv {
     builtin_egress: bool,
 }
 
-impl TestEnv {
-    fn new() -> TestEnv {
+impl RunEnv {
+    fn new() -> RunEnv {
         // Short paths: unix sockets live under the run directory.
         let dir = tempfile::Builder::new()
             .prefix("bt")
@@ -77,7 +77,7 @@ impl TestEnv {
             String::from_utf8_lossy(&out.stderr)
         );
         let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        TestEnv {
+        RunEnv {
             _dir: dir,
             root,
             id,
@@ -291,7 +291,7 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn full_probes(env: &TestEnv, report: &str, exit_code: i32) -> Value {
+fn full_probes(env: &RunEnv, report: &str, exit_code: i32) -> Value {
     json!({
         "report": env.path(report),
         "exit_code": exit_code,
@@ -316,7 +316,7 @@ fn decoys() -> Vec<String> {
 
 #[test]
 fn the_guest_reaches_its_sidecars_and_nothing_else_and_its_exit_code_is_returned() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     let probes = env.write_probes("probes.json", full_probes(&env, "report.json", 42));
     let out = env.run(&probes, &decoys());
     assert_eq!(out.status.code(), Some(42), "{}", stderr(&out));
@@ -401,7 +401,7 @@ fn the_guest_reaches_its_sidecars_and_nothing_else_and_its_exit_code_is_returned
 
 #[test]
 fn a_taken_preferred_port_is_replaced_and_recorded() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     let preferred = env.preferred_port("egress");
     let probes = env.write_probes(
         "probes.json",
@@ -435,7 +435,7 @@ fn a_taken_preferred_port_is_replaced_and_recorded() {
 
 #[test]
 fn sigkill_of_the_runner_leaves_no_process_and_the_next_run_clears_it() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     let holding = env.write_probes(
         "hold.json",
         json!({"report": env.path("hold-report.json"), "exit_code": 0, "hold_ms": 30000}),
@@ -491,7 +491,7 @@ fn sigkill_of_the_runner_leaves_no_process_and_the_next_run_clears_it() {
 
 #[test]
 fn a_second_concurrent_run_is_refused_and_stop_tears_the_first_down() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     let holding = env.write_probes(
         "hold.json",
         json!({"report": env.path("hold-report.json"), "exit_code": 0, "hold_ms": 30000}),
@@ -506,6 +506,16 @@ fn a_second_concurrent_run_is_refused_and_stop_tears_the_first_down() {
         stderr(&second).contains(&format!("already running (runner pid {runner_pid}")),
         "{}",
         stderr(&second)
+    );
+
+    // gc leaves a stage alone while a run uses it, however old it is.
+    let gc = env.bottle(&["gc", "--store", "st", "--json"], &env.path_var());
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    let collected: Value = serde_json::from_slice(&gc.stdout).unwrap();
+    assert_eq!(collected["stages"][0]["kept"], "in_use", "{collected:#}");
+    assert!(
+        env.path("st").join(&env.id).is_dir(),
+        "gc removed a running stage"
     );
 
     let ps = env.bottle(&["ps", "--json"], &env.path_var());
@@ -539,7 +549,7 @@ fn a_second_concurrent_run_is_refused_and_stop_tears_the_first_down() {
 
 #[test]
 fn a_sidecar_dying_mid_run_ends_the_run_with_125_and_tears_everything_down() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     let holding = env.write_probes(
         "hold.json",
         json!({"report": env.path("hold-report.json"), "exit_code": 0, "hold_ms": 30000}),
@@ -578,7 +588,7 @@ fn script(path: &Path, body: &str) {
 
 #[test]
 fn gvproxy_dying_early_fails_the_run_with_its_log_and_leaves_no_machine() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     script(
         &env.path("bin/gvproxy"),
         r#"case "$1" in -version) echo "gvproxy version v0.8.1";; *) echo "fatal: cannot listen: boom" >&2; exit 1;; esac"#,
@@ -609,7 +619,7 @@ fn gvproxy_dying_early_fails_the_run_with_its_log_and_leaves_no_machine() {
     assert_all_gone(&record);
 }
 
-fn assert_refused_before_starting(env: &TestEnv, out: &Output, message: &str) {
+fn assert_refused_before_starting(env: &RunEnv, out: &Output, message: &str) {
     assert_eq!(out.status.code(), Some(125), "{}", stderr(out));
     assert!(stderr(out).contains(message), "{}", stderr(out));
     assert!(!env.run_dir().exists(), "a run directory was created");
@@ -618,7 +628,7 @@ fn assert_refused_before_starting(env: &TestEnv, out: &Output, message: &str) {
 
 #[test]
 fn a_missing_smolvm_is_refused_before_anything_starts() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     std::fs::remove_file(env.path("bin/smolvm")).unwrap();
     // Only our bin directory and gvproxy's: no smolvm anywhere.
     std::os::unix::fs::symlink("/usr/bin/gvproxy", env.path("bin/gvproxy")).unwrap();
@@ -641,7 +651,7 @@ fn a_missing_smolvm_is_refused_before_anything_starts() {
 
 #[test]
 fn a_smolvm_without_the_external_network_contract_is_refused() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     std::fs::remove_file(env.path("bin/smolvm")).unwrap();
     script(
         &env.path("bin/smolvm"),
@@ -670,7 +680,7 @@ fn a_smolvm_without_the_external_network_contract_is_refused() {
 
 #[test]
 fn a_missing_gvproxy_is_refused_before_anything_starts() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     let bin = env.path("bin").display().to_string();
     let out = env.bottle(
         &[
@@ -689,7 +699,7 @@ fn a_missing_gvproxy_is_refused_before_anything_starts() {
 
 #[test]
 fn a_tampered_stage_is_refused_before_anything_starts() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     let smolfile = env.path("st").join(&env.id).join("smolfile.toml");
     std::fs::set_permissions(&smolfile, std::fs::Permissions::from_mode(0o644)).unwrap();
     let text = std::fs::read_to_string(&smolfile).unwrap();
@@ -715,7 +725,7 @@ fn a_tampered_stage_is_refused_before_anything_starts() {
 
 #[test]
 fn without_a_terminal_and_without_yes_the_run_is_refused() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     let out = env.bottle(
         &["run", &env.id, "--store", "st", "--workspace", "ws"],
         &env.path_var(),
@@ -725,7 +735,7 @@ fn without_a_terminal_and_without_yes_the_run_is_refused() {
 
 #[test]
 fn a_dry_run_prints_every_process_and_file_without_smolvm_or_gvproxy() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     std::fs::remove_file(env.path("bin/smolvm")).unwrap();
     let bin = env.path("bin").display().to_string();
     let out = env.bottle(
@@ -765,7 +775,7 @@ fn a_dry_run_prints_every_process_and_file_without_smolvm_or_gvproxy() {
 
 #[test]
 fn ctrl_c_while_gvproxy_starts_stops_the_run_like_the_shell_would() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     script(
         &env.path("bin/gvproxy"),
         r#"case "$1" in -version) echo "gvproxy version v0.8.1";; *) exec sleep 30;; esac"#,
@@ -796,7 +806,7 @@ fn ctrl_c_while_gvproxy_starts_stops_the_run_like_the_shell_would() {
 
 #[test]
 fn a_sidecar_that_exits_before_listening_fails_the_run_before_the_machine_starts() {
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     let probes = env.write_probes(
         "p.json",
         json!({"report": env.path("r.json"), "exit_code": 0}),
@@ -820,7 +830,7 @@ fn a_sidecar_that_exits_before_listening_fails_the_run_before_the_machine_starts
 fn an_unprivileged_user_gets_the_same_containment() {
     // As root, the run is made as nobody; run by anyone else, the test already is unprivileged.
     let user = nix::unistd::geteuid().is_root().then_some(65534u32);
-    let env = TestEnv::new();
+    let env = RunEnv::new();
     // The user must be able to run the binaries wherever the checkout is: copy them into the
     // test's directory, which becomes the user's.
     let private_bin = env.path("ubin");
@@ -875,7 +885,7 @@ fn an_unprivileged_user_gets_the_same_containment() {
 
 #[test]
 fn by_default_the_egress_sidecar_is_bottles_own_proxy() {
-    let mut env = TestEnv::new();
+    let mut env = RunEnv::new();
     env.builtin_egress = true;
     let probes = env.write_probes(
         "p.json",
