@@ -4,6 +4,7 @@
 mod assignments;
 mod cli;
 mod concurrency;
+mod egress;
 mod git_gateway;
 mod golden;
 mod identity;

@@ -23,7 +23,11 @@ const IDLE_TUNNELS: usize = 1000;
 const TINYPROXY: [&str; 2] = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"];
 
 pub fn run() -> anyhow::Result<()> {
-    let bottle = build_release()?;
+    // BOTTLE_BIN measures a given build instead (to compare two versions side by side).
+    let bottle = match std::env::var_os("BOTTLE_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => build_release()?,
+    };
     let tinyproxy = which_tinyproxy()?;
     let work = tempdir()?;
     let upstream = Upstream::start()?;
@@ -102,6 +106,7 @@ pub fn run() -> anyhow::Result<()> {
     drop(tiny);
 
     print_report(&results);
+    fs::remove_dir_all(&work)?;
     Ok(())
 }
 

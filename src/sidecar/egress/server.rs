@@ -6,18 +6,16 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::{Body, Bytes, Frame, Incoming};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE};
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -25,7 +23,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::audit::{rfc3339, AuditLog, Outcome, Record};
-use super::decision::{self, Decision, Host, Refusal, CONNECT_PORT, HTTP_PORT};
+use super::decision::{self, Decision, Host, Refusal, CONNECT_PORT};
+use super::forward::{self, Counters};
 use super::resolve::Resolver;
 use super::tunnel::{self, TunnelEnd, TunnelLimits};
 use crate::render::egress::EgressPolicy;
@@ -73,15 +72,15 @@ pub struct Options {
     pub audit: Arc<AuditLog>,
 }
 
-struct Shared {
+pub(super) struct Shared {
     policy: EgressPolicy,
-    limits: Limits,
+    pub(super) limits: Limits,
     resolver: Resolver,
     audit: Arc<AuditLog>,
     tunnels: Arc<Semaphore>,
 }
 
-type ProxyBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub(super) type ProxyBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Serves the proxy on `listener` until `shutdown` completes, then closes every connection and
 /// tunnel. Errors of single connections are logged, never returned. Raises the process's soft
@@ -280,12 +279,12 @@ async fn handle(
     Ok(if request.method() == Method::CONNECT {
         connect(&shared, slot, audit, request).await
     } else {
-        forward(&shared, audit, request).await
+        forward::forward(&shared, audit, request).await
     })
 }
 
 /// A refused or failed request: the answer to send, and the audit fields.
-struct Stop {
+pub(super) struct Stop {
     status: StatusCode,
     reason: &'static str,
     line: String,
@@ -293,7 +292,11 @@ struct Stop {
 }
 
 impl Stop {
-    fn refused(status: StatusCode, reason: &'static str, line: impl Into<String>) -> Stop {
+    pub(super) fn refused(
+        status: StatusCode,
+        reason: &'static str,
+        line: impl Into<String>,
+    ) -> Stop {
         Stop {
             status,
             reason,
@@ -302,7 +305,11 @@ impl Stop {
         }
     }
 
-    fn failed(status: StatusCode, reason: &'static str, line: impl Into<String>) -> Stop {
+    pub(super) fn failed(
+        status: StatusCode,
+        reason: &'static str,
+        line: impl Into<String>,
+    ) -> Stop {
         Stop {
             status,
             reason,
@@ -315,7 +322,7 @@ impl Stop {
         Stop::refused(StatusCode::FORBIDDEN, refusal.code(), refusal.to_string())
     }
 
-    fn answer(self, mut audit: Audit) -> Response<ProxyBody> {
+    pub(super) fn answer(self, mut audit: Audit) -> Response<ProxyBody> {
         audit.record.outcome = self.outcome;
         audit.record.reason = Some(self.reason.to_owned());
         audit.record.message = Some(self.line.clone());
@@ -356,7 +363,7 @@ fn full(text: String) -> ProxyBody {
 }
 
 /// Checks, resolves and connects: the common path of CONNECT and plain HTTP.
-async fn open_upstream(
+pub(super) async fn open_upstream(
     shared: &Shared,
     audit: &mut Audit,
     host: &Host,
@@ -459,229 +466,12 @@ async fn connect(
     Response::new(Empty::new().map_err(|never| match never {}).boxed())
 }
 
-async fn forward(
-    shared: &Shared,
-    mut audit: Audit,
-    request: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let uri = request.uri().clone();
-    let authority = match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(authority)) => authority.clone(),
-        (Some("https"), _) => {
-            return Stop::refused(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "send https:// requests through a CONNECT tunnel (set HTTPS_PROXY), not as plain HTTP",
-            )
-            .answer(audit)
-        }
-        (None, _) => {
-            return Stop::refused(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "this is an egress proxy: send absolute-form requests (GET http://host/path) or CONNECT host:port",
-            )
-            .answer(audit)
-        }
-        (Some(other), _) => {
-            return Stop::refused(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("the `{other}` scheme is not proxied: only http:// and CONNECT"),
-            )
-            .answer(audit)
-        }
-    };
-    let Some(host) = Host::parse(authority.host()) else {
-        return Stop::refused(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("`{}` is not a host name or IP address", authority.host()),
-        )
-        .answer(audit);
-    };
-    let port = authority.port_u16().unwrap_or(HTTP_PORT);
-    let upstream = match open_upstream(shared, &mut audit, &host, port, HTTP_PORT).await {
-        Ok(stream) => stream,
-        Err(stop) => return stop.answer(audit),
-    };
-    let (mut sender, conn) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                return Stop::failed(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    format!("{host}:{port}: {e}"),
-                )
-                .answer(audit)
-            }
-        };
-    // One upstream connection per request: it ends when the response body is done.
-    tokio::spawn(conn);
-
-    let counters = Arc::new(Counters::default());
-    let (parts, body) = request.into_parts();
-    let mut upstream_request = Request::new(CountingBody::new(
-        body,
-        counters.clone(),
-        Direction::Up,
-        None,
-    ));
-    *upstream_request.method_mut() = parts.method;
-    *upstream_request.uri_mut() = origin_form(&uri);
-    *upstream_request.headers_mut() = end_to_end(&parts.headers);
-    // The target's authority without any user information.
-    let host_value = match authority.port_u16() {
-        Some(port) => format!("{}:{port}", authority.host()),
-        None => authority.host().to_owned(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&host_value) {
-        upstream_request.headers_mut().insert(HOST, value);
-    }
-    let answer = tokio::time::timeout(
-        shared.limits.idle_timeout,
-        sender.send_request(upstream_request),
-    );
-    let response = match answer.await {
-        Ok(Ok(response)) => response,
-        Err(_) => {
-            audit.record.bytes_up = counters.up.load(Ordering::Relaxed);
-            return Stop::failed(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                format!(
-                    "{host}:{port} sent no answer within {} s",
-                    shared.limits.idle_timeout.as_secs()
-                ),
-            )
-            .answer(audit);
-        }
-        Ok(Err(e)) => {
-            audit.record.bytes_up = counters.up.load(Ordering::Relaxed);
-            return Stop::failed(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                format!("{host}:{port}: {e}"),
-            )
-            .answer(audit);
-        }
-    };
-    let (mut parts, body) = response.into_parts();
-    parts.headers = end_to_end(&parts.headers);
-    audit.mark_allowed(parts.status.as_u16());
-    audit.counters = Some(counters.clone());
-    let body = CountingBody::new(body, counters, Direction::Down, Some(audit));
-    Response::from_parts(parts, body.map_err(Into::into).boxed())
-}
-
-/// `http://host/path?q` as sent upstream: `/path?q`.
-fn origin_form(uri: &Uri) -> Uri {
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let path = if path.is_empty() { "/" } else { path };
-    path.parse().unwrap_or_else(|_| Uri::from_static("/"))
-}
-
-/// The headers a proxy must not pass on: hop-by-hop ones and those `Connection` names.
-fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    const HOP_BY_HOP: [&str; 9] = [
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
-    let named: Vec<String> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .collect();
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let lower = name.as_str();
-        if HOP_BY_HOP.contains(&lower) || named.iter().any(|n| n == lower) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
-    }
-    out
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    up: AtomicU64,
-    down: AtomicU64,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Direction {
-    Up,
-    Down,
-}
-
-/// A body that counts the bytes it passes and, when it is the response, writes the request's
-/// audit record once it is finished or dropped (the client went away).
-struct CountingBody<B> {
-    inner: B,
-    counters: Arc<Counters>,
-    direction: Direction,
-    /// Held only to be dropped with the body, which writes the record.
-    _audit: Option<Audit>,
-}
-
-impl<B> CountingBody<B> {
-    fn new(inner: B, counters: Arc<Counters>, direction: Direction, audit: Option<Audit>) -> Self {
-        CountingBody {
-            inner,
-            counters,
-            direction,
-            _audit: audit,
-        }
-    }
-}
-
-impl<B: Body<Data = Bytes> + Unpin> Body for CountingBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                let counter = match self.direction {
-                    Direction::Up => &self.counters.up,
-                    Direction::Down => &self.counters.down,
-                };
-                counter.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// The audit record of one request, written exactly once: explicitly, or when dropped.
-struct Audit {
+pub(super) struct Audit {
     log: Arc<AuditLog>,
-    record: Record,
+    pub(super) record: Record,
     started: Instant,
-    counters: Option<Arc<Counters>>,
+    pub(super) counters: Option<Arc<Counters>>,
     written: bool,
 }
 
@@ -731,7 +521,7 @@ impl Audit {
     }
 
     /// From here on the request counts as allowed, whenever the record is written.
-    fn mark_allowed(&mut self, status: u16) {
+    pub(super) fn mark_allowed(&mut self, status: u16) {
         self.record.outcome = Outcome::Allowed;
         self.record.reason = None;
         self.record.message = None;
@@ -755,53 +545,5 @@ impl Audit {
 impl Drop for Audit {
     fn drop(&mut self) {
         self.write();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_and_those_named_by_connection_are_dropped() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
-            ("connection", "keep-alive, X-Secret"),
-            ("proxy-authorization", "Basic abc"),
-            ("proxy-connection", "keep-alive"),
-            ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "websocket"),
-            ("x-secret", "1"),
-            ("accept", "*/*"),
-            ("cookie", "a=1"),
-        ] {
-            headers.append(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
-        }
-        headers.append(
-            HeaderName::from_static("cookie"),
-            HeaderValue::from_static("b=2"),
-        );
-        let kept = end_to_end(&headers);
-        let names: Vec<&str> = kept.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["accept", "cookie"]);
-        assert_eq!(kept.get_all("cookie").iter().count(), 2);
-    }
-
-    #[test]
-    fn absolute_form_becomes_origin_form() {
-        let cases = [
-            ("http://a.test/x/y?q=1", "/x/y?q=1"),
-            ("http://a.test", "/"),
-            ("http://a.test:8080/", "/"),
-        ];
-        for (absolute, origin) in cases {
-            let uri: Uri = absolute.parse().unwrap();
-            assert_eq!(origin_form(&uri).to_string(), origin, "{absolute}");
-        }
     }
 }

@@ -1,8 +1,9 @@
 //! The byte pump of an open CONNECT tunnel: both directions at once, bounded by an idle timeout
 //! (no byte either way) and a total timeout, counting bytes each way. It never looks at the bytes.
-//! Bytes pass through one scratch buffer per worker thread and are written on at once; only what
-//! a slow reader cannot take yet is held by the tunnel. So an idle tunnel holds two sockets and a
-//! small task, never a buffer.
+//! On Linux they move socket to pipe to socket with splice(2), never through user memory, in a
+//! pipe that exists only while bytes flow; elsewhere (or without a pipe) through one scratch
+//! buffer per thread, holding only what a slow reader cannot take yet. So an idle tunnel holds
+//! two sockets and a small task, never a buffer.
 
 use std::cell::RefCell;
 use std::io;
