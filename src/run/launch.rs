@@ -58,6 +58,14 @@ pub struct LaunchPlan {
     pub smolvm: PathBuf,
     pub smolvm_commands: smolvm::Commands,
     pub files: Vec<PlannedFile>,
+    /// The git gateway's mirror to make before the sidecars start, when bottle runs the gateway.
+    pub git_mirror: Option<GitMirror>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitMirror {
+    pub workspace: PathBuf,
+    pub base: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -193,7 +201,15 @@ pub fn plan(inputs: &Inputs<'_>) -> LaunchPlan {
             what: "a sidecar's log",
         });
     }
+    let git_mirror = plan_git_mirror(&sidecars, inputs, layout);
+    if let Some(mirror) = &git_mirror {
+        files.push(PlannedFile {
+            path: mirror.base.clone(),
+            what: "the git gateway's bare mirror of the workspace (pushes land here)",
+        });
+    }
     LaunchPlan {
+        git_mirror,
         id: stage.id.to_string(),
         slug: stage.plan.slug.clone(),
         run_dir: layout.root.clone(),
@@ -215,7 +231,8 @@ pub fn plan(inputs: &Inputs<'_>) -> LaunchPlan {
 }
 
 /// The command of a built-in sidecar that bottle itself provides: the egress proxy
-/// (`bottle proxy`, its audit log next to the other logs). The git gateway has no command yet.
+/// (`bottle proxy`, its audit log next to the other logs) and the git gateway (`git daemon` on
+/// the run's mirror).
 fn builtin_command(kind: SidecarKind, inputs: &Inputs<'_>, layout: &Layout) -> Option<Vec<String>> {
     match kind {
         SidecarKind::Egress => Some(vec![
@@ -233,8 +250,26 @@ fn builtin_command(kind: SidecarKind, inputs: &Inputs<'_>, layout: &Layout) -> O
                 .display()
                 .to_string(),
         ]),
+        SidecarKind::Git => Some(crate::sidecar::git::daemon_args(&layout.git_mirror_base())),
         _ => None,
     }
+}
+
+/// bottle makes the mirror only for a git sidecar it runs itself, not for one given on the
+/// command line.
+fn plan_git_mirror(
+    sidecars: &[SidecarLaunch],
+    inputs: &Inputs<'_>,
+    layout: &Layout,
+) -> Option<GitMirror> {
+    let git = sidecars.iter().find(|s| s.kind == SidecarKind::Git)?;
+    if inputs.sidecar_commands.contains_key(&git.name) {
+        return None;
+    }
+    Some(GitMirror {
+        workspace: inputs.workspace.to_owned(),
+        base: layout.git_mirror_base(),
+    })
 }
 
 /// A sidecar command with its host port filled in.

@@ -71,6 +71,10 @@ impl Layout {
     pub fn gvproxy_pid(&self) -> PathBuf {
         self.gvproxy_dir().join("gvproxy.pid")
     }
+    /// The git gateway's mirror lives here, in the run's state, never in the user's repository.
+    pub fn git_mirror_base(&self) -> PathBuf {
+        self.root.join("git")
+    }
     pub fn guard_config(&self) -> PathBuf {
         self.root.join("guard.json")
     }

@@ -3,6 +3,7 @@
 //! gvproxy and the guard, the sidecars, the bridges. Decisions come from `launch`; this module
 //! only acts and records what happened in `run.json`.
 
+use crate::sidecar::git;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
@@ -46,6 +47,7 @@ struct Running {
     machine_created: bool,
     machine_started: bool,
     exec: Option<Child>,
+    mirror: Option<git::Mirror>,
 }
 
 pub struct Session<'a> {
@@ -74,6 +76,7 @@ impl Session<'_> {
             machine_created: false,
             machine_started: false,
             exec: None,
+            mirror: None,
         };
         let result = self
             .start(&mut running)
@@ -83,6 +86,9 @@ impl Session<'_> {
         let _ = self.save();
         self.teardown(&mut running);
         self.record.timings.teardown_ms = Some(teardown_started.elapsed().as_secs_f64() * 1e3);
+        if let Some(mirror) = &running.mirror {
+            self.report_pushes(mirror);
+        }
         // A stop request during setup is not a failure of bottle's: it exits like the shell
         // would for that signal.
         let result = match result {
@@ -135,7 +141,10 @@ impl Session<'_> {
         }
         let create = self.spawn_smolvm(&commands.create)?;
         running.machine_created = true;
-        let sidecars = self.start_sidecars(running).and_then(|()| self.save());
+        let sidecars = self
+            .make_git_mirror(running)
+            .and_then(|()| self.start_sidecars(running))
+            .and_then(|()| self.save());
         let own_work = self.started.elapsed();
         let waited = Instant::now();
         let socket = sidecars.and_then(|()| self.wait_for_socket(running));
@@ -178,6 +187,70 @@ impl Session<'_> {
         self.record.state = State::Running;
         self.save()?;
         Ok(())
+    }
+
+    /// The git gateway's mirror, made before its daemon starts.
+    fn make_git_mirror(&mut self, running: &mut Running) -> anyhow::Result<()> {
+        if let Some(planned) = &self.plan.git_mirror {
+            // A previous run's mirror may hold pushes the user has not fetched: keep it aside.
+            if planned.base.exists() {
+                let aside = (1..)
+                    .map(|n| planned.base.with_file_name(format!("git.{n}")))
+                    .find(|p| !p.exists())
+                    .expect("some numbered name is free");
+                fs::rename(&planned.base, &aside)?;
+                (self.note)(&format!(
+                    "the previous run's git mirror is kept at {}",
+                    aside.display()
+                ));
+            }
+            running.mirror = Some(git::create_mirror(&planned.workspace, &planned.base)?);
+        }
+        Ok(())
+    }
+
+    /// Tells the user what the agent pushed to the gateway and how to fetch it; their own
+    /// repository has not been touched.
+    fn report_pushes(&self, mirror: &git::Mirror) {
+        let changes = match git::refs(&mirror.repo) {
+            Ok(after) => git::changes(&mirror.initial, &after),
+            Err(err) => {
+                (self.note)(&format!(
+                    "warning: could not read the git gateway's refs: {err:#}"
+                ));
+                return;
+            }
+        };
+        if changes.is_empty() {
+            (self.note)("git gateway: the agent pushed nothing");
+            return;
+        }
+        (self.note)("git gateway: the agent pushed (your repository is unchanged):");
+        for change in &changes {
+            let line = match change {
+                git::RefChange::Created { name, to } => {
+                    format!("  new     {name} {}", &to[..12.min(to.len())])
+                }
+                git::RefChange::Moved { name, to, .. } => {
+                    format!("  moved   {name} {}", &to[..12.min(to.len())])
+                }
+                git::RefChange::Deleted { name, .. } => {
+                    format!("  deleted {name} (in the mirror only)")
+                }
+            };
+            (self.note)(&line);
+        }
+        if let Some(command) = git::fetch_command(
+            &self
+                .plan
+                .git_mirror
+                .as_ref()
+                .map_or(mirror.repo.clone(), |m| m.workspace.clone()),
+            &mirror.repo,
+            &changes,
+        ) {
+            (self.note)(&format!("to review them in your repository:\n  {command}"));
+        }
     }
 
     /// Chooses each sidecar's host port, starts the sidecars bottle runs and a bridge for each.

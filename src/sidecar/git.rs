@@ -74,8 +74,9 @@ fn run(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Makes the mirror of `workspace` under `state` (which must not contain one yet).
-pub fn create_mirror(workspace: &Path, state: &Path) -> anyhow::Result<Mirror> {
+/// Makes the mirror of `workspace` inside `base`, the directory the daemon will serve (which
+/// must not contain a mirror yet).
+pub fn create_mirror(workspace: &Path, base: &Path) -> anyhow::Result<Mirror> {
     let is_repo = git(workspace)
         .args(["rev-parse", "--git-dir"])
         .stdout(Stdio::null())
@@ -92,7 +93,7 @@ pub fn create_mirror(workspace: &Path, state: &Path) -> anyhow::Result<Mirror> {
             "run bottle from inside a repository, pass `--workspace DIR`, or set `git = false`",
         ));
     }
-    let base = state.join("git");
+    let base = base.to_owned();
     let repo = base.join(REPO_NAME);
     fs_err::create_dir_all(&base)?;
     let mut clone = Command::new("git");
@@ -132,20 +133,31 @@ pub fn refs(repo: &Path) -> anyhow::Result<Refs> {
         .collect())
 }
 
-/// The `git daemon` command serving the mirror on 127.0.0.1:`port`, push enabled.
+/// The `git daemon` command line serving `base` on 127.0.0.1, push enabled, with `{port}` where
+/// the host port goes (the runner fills it in).
+pub fn daemon_args(base: &Path) -> Vec<String> {
+    vec![
+        "git".to_owned(),
+        "daemon".to_owned(),
+        "--reuseaddr".to_owned(),
+        "--listen=127.0.0.1".to_owned(),
+        format!("--port={}", crate::spec::resolved::PORT_PLACEHOLDER),
+        format!("--base-path={}", base.display()),
+        "--export-all".to_owned(),
+        "--enable=receive-pack".to_owned(),
+        "--informative-errors".to_owned(),
+        base.display().to_string(),
+    ]
+}
+
+/// The daemon as a command, for callers that start it themselves.
 pub fn daemon_command(mirror: &Mirror, port: u16) -> Command {
-    let mut cmd = Command::new("git");
-    cmd.env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null");
-    cmd.arg("daemon")
-        .arg("--reuseaddr")
-        .arg("--listen=127.0.0.1")
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", mirror.base.display()))
-        .arg("--export-all")
-        .arg("--enable=receive-pack")
-        .arg("--informative-errors")
-        .arg(&mirror.base);
+    let argv: Vec<String> = daemon_args(&mirror.base)
+        .iter()
+        .map(|arg| arg.replace(crate::spec::resolved::PORT_PLACEHOLDER, &port.to_string()))
+        .collect();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     cmd
 }
 

@@ -61,8 +61,7 @@ fn clone_commit_push_and_the_user_repository_is_untouched() {
     sh_git(&workspace, &["commit", "--quiet", "-m", "first"]);
     let user_refs_before = git::refs(&workspace).unwrap();
 
-    let state = root.path().join("run");
-    let mirror = git::create_mirror(&workspace, &state).unwrap();
+    let mirror = git::create_mirror(&workspace, &root.path().join("run/git")).unwrap();
     let port = free_port();
     let child = git::daemon_command(&mirror, port)
         .stdout(Stdio::null())

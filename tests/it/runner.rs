@@ -48,6 +48,8 @@ struct RunEnv {
     id: String,
     /// Leave the egress sidecar to bottle (its built-in proxy) instead of a test server.
     builtin_egress: bool,
+    /// Leave the git sidecar to bottle (git daemon on a mirror of the workspace).
+    builtin_git: bool,
 }
 
 impl RunEnv {
@@ -82,6 +84,7 @@ impl RunEnv {
             root,
             id,
             builtin_egress: false,
+            builtin_git: false,
         }
     }
 
@@ -175,18 +178,13 @@ impl RunEnv {
             "run".into(),
             self.id.clone(),
         ]);
-        args.extend(
-            [
-                "--store",
-                "st",
-                "--yes",
-                "--workspace",
-                "ws",
-                "--sidecar",
-                "git=testhost serve --addr 127.0.0.1:{port} --banner git",
-            ]
-            .map(String::from),
-        );
+        args.extend(["--store", "st", "--yes", "--workspace", "ws"].map(String::from));
+        if !self.builtin_git {
+            args.extend([
+                "--sidecar".into(),
+                "git=testhost serve --addr 127.0.0.1:{port} --banner git".into(),
+            ]);
+        }
         if !self.builtin_egress {
             args.extend([
                 "--sidecar".into(),
@@ -908,4 +906,87 @@ fn by_default_the_egress_sidecar_is_bottles_own_proxy() {
         .expect("the egress proxy is a recorded component");
     assert!(egress["process"]["pid"].is_u64());
     assert_all_gone(&record);
+}
+
+#[test]
+fn by_default_the_git_sidecar_serves_a_mirror_and_the_workspace_is_untouched() {
+    let mut env = RunEnv::new();
+    env.builtin_git = true;
+    let ws = env.path("ws");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&ws)
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    git(&["init", "--quiet"]);
+    std::fs::write(ws.join("f"), "x\n").unwrap();
+    git(&["add", "f"]);
+    git(&["commit", "--quiet", "-m", "first"]);
+    let refs_before = git(&["for-each-ref"]);
+
+    let probes = env.write_probes(
+        "p.json",
+        json!({"report": env.path("r.json"), "exit_code": 0}),
+    );
+    let out = env.run(&probes, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("git gateway: the agent pushed nothing"),
+        "{}",
+        stderr(&out)
+    );
+    let mirror = env.run_dir().join("git/workspace.git");
+    assert!(
+        mirror.join("HEAD").is_file(),
+        "no mirror at {}",
+        mirror.display()
+    );
+    let record = env.record();
+    let daemon = record["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "git")
+        .expect("the git daemon is a recorded component");
+    assert!(daemon["process"]["pid"].is_u64());
+    assert_eq!(
+        git(&["for-each-ref"]),
+        refs_before,
+        "the user's repository changed"
+    );
+    assert_all_gone(&record);
+
+    // A second run keeps the first run's mirror aside instead of losing unfetched pushes.
+    let out = env.run(&probes, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(env.run_dir().join("git.1/workspace.git/HEAD").is_file());
+}
+
+#[test]
+fn git_true_with_a_workspace_that_is_no_repository_fails_clearly() {
+    let mut env = RunEnv::new();
+    env.builtin_git = true;
+    let probes = env.write_probes(
+        "p.json",
+        json!({"report": env.path("r.json"), "exit_code": 0}),
+    );
+    let out = env.run(&probes, &[]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a git repository"),
+        "{}",
+        stderr(&out)
+    );
+    assert_all_gone(&env.record());
 }

@@ -66,7 +66,15 @@ pub fn run() -> anyhow::Result<()> {
     let root = workspace_root();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", "bottle", "-p", "bottle-testkit"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "bottle",
+            "-p",
+            "bottle-testkit",
+        ])
         .current_dir(&root)
         .status()
         .context("failed to run cargo build")?;
@@ -189,8 +197,16 @@ fn bench(target: &Path, dir: &Path) -> anyhow::Result<()> {
     }
     println!(
         "  targets: own work <= {OWN_TARGET_MS} ms ({}), teardown <= {TEARDOWN_TARGET_MS} ms ({})",
-        if own.median() <= OWN_TARGET_MS { "met" } else { "MISSED" },
-        if teardown.median() <= TEARDOWN_TARGET_MS { "met" } else { "MISSED" },
+        if own.median() <= OWN_TARGET_MS {
+            "met"
+        } else {
+            "MISSED"
+        },
+        if teardown.median() <= TEARDOWN_TARGET_MS {
+            "met"
+        } else {
+            "MISSED"
+        },
     );
     Ok(())
 }

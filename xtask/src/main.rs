@@ -3,12 +3,14 @@
 //! bless   rewrite golden/ from the renderers (refuses byte changes without a format bump)
 //! stages  regenerate stages/ from examples/*.toml
 //! ci      fmt, clippy with warnings denied, and the whole test suite
-//! bench   speed of the generator, as whole processes, then of the egress proxy against a
-//!         direct connection and tinyproxy (`bench-generator` and `bench-egress` run one half)
+//! bench   speed of the generator (as whole processes), of `bottle run` up to smolvm's start and
+//!         of its teardown, and of the egress proxy against a direct connection and tinyproxy;
+//!         `bench-generator`, `bench-run` and `bench-egress` run one part
 //! dist    shell completions and man pages from the clap definitions, into target/dist/
 
 mod bench;
 mod bench_egress;
+mod bench_run;
 mod bless;
 mod ci;
 mod dist;
@@ -24,7 +26,10 @@ fn main() -> std::process::ExitCode {
         "bless" => bless::run(),
         "stages" => stages::run(),
         "ci" => ci::run(),
-        "bench" => bench::run().and_then(|()| bench_egress::run()),
+        "bench" => bench::run()
+            .and_then(|()| bench_run::run())
+            .and_then(|()| bench_egress::run()),
+        "bench-run" => bench_run::run(),
         "bench-generator" => bench::run(),
         "bench-egress" => bench_egress::run(),
         "dist" => dist::run(),
