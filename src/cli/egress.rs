@@ -19,7 +19,8 @@ One line per host and port: requests allowed, refused and failed, bytes up (to t
 and whether the stage's allow list has the host now. Use it to widen the list on purpose: add a
 host to egress.allow in bottle.toml and run `bottle gen` again.
 
-The log is the one `bottle proxy --log FILE` wrote. `bottle run` will default it to the run's log.";
+By default the log is the one of the stage's last `bottle run`; `--log FILE` reads the file given
+to `bottle proxy --log FILE` instead.";
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -31,9 +32,10 @@ pub struct Args {
     id: String,
     #[command(flatten)]
     store: StoreArg,
-    /// The audit log to read (JSON lines, as written by `bottle proxy --log FILE`)
+    /// The audit log to read (JSON lines, as written by `bottle proxy --log FILE`); default: the
+    /// log of the stage's last `bottle run`
     #[arg(long, value_name = "FILE")]
-    log: PathBuf,
+    log: Option<PathBuf>,
     /// Only hosts with refused requests
     #[arg(long)]
     denied: bool,
@@ -61,17 +63,24 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
     let store = args.store.open();
     let stage = open_intact_stage(&store, &args.id)?;
     let policy = crate::sidecar::egress::policy_of(&stage)?;
-    let text = match std::fs::read_to_string(&args.log) {
+    let log = args.log.clone().unwrap_or_else(|| {
+        crate::run::rundir::Layout::new(&crate::run::rundir::base(), &stage.id).egress_audit_log()
+    });
+    let text = match std::fs::read_to_string(&log) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let hint = match args.log {
+                Some(_) => "pass the file given to `bottle proxy --log FILE`",
+                None => "the stage has not run with bottle's egress proxy here yet; or pass `--log FILE`",
+            };
             return Err(UserError::usage(
-                format!("no egress log at `{}`", args.log.display()),
-                "pass the file given to `bottle proxy --log FILE`",
-            ))
+                format!("no egress log at `{}`", log.display()),
+                hint,
+            ));
         }
         Err(e) => {
             return Err(e)
-                .with_context(|| format!("failed to read the egress log `{}`", args.log.display()))
+                .with_context(|| format!("failed to read the egress log `{}`", log.display()))
         }
     };
     let parsed = audit::parse_log(&text);
@@ -80,7 +89,7 @@ pub fn exec(args: Args) -> anyhow::Result<Exit> {
             "skipped {} line{} of `{}` that are not egress records (first: line {})",
             parsed.skipped.len(),
             if parsed.skipped.len() == 1 { "" } else { "s" },
-            args.log.display(),
+            log.display(),
             parsed.skipped[0]
         ));
     }

@@ -125,5 +125,9 @@ pub fn log_path(layout: &Layout, record: &RunRecord, component: &str) -> anyhow:
         }
         .into());
     }
+    // The egress proxy's own output is a line or two; what a user wants is its decisions.
+    if component == "egress" && layout.egress_audit_log().exists() {
+        return Ok(layout.egress_audit_log());
+    }
     Ok(layout.log(component))
 }

@@ -244,11 +244,7 @@ fn builtin_command(kind: SidecarKind, inputs: &Inputs<'_>, layout: &Layout) -> O
             "--listen".to_owned(),
             format!("127.0.0.1:{PORT_PLACEHOLDER}"),
             "--log".to_owned(),
-            layout
-                .logs()
-                .join("egress-audit.jsonl")
-                .display()
-                .to_string(),
+            layout.egress_audit_log().display().to_string(),
         ]),
         SidecarKind::Git => Some(crate::sidecar::git::daemon_args(&layout.git_mirror_base())),
         _ => None,

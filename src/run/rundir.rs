@@ -71,6 +71,10 @@ impl Layout {
     pub fn gvproxy_pid(&self) -> PathBuf {
         self.gvproxy_dir().join("gvproxy.pid")
     }
+    /// The built-in egress proxy's audit log: one JSON line per decision.
+    pub fn egress_audit_log(&self) -> PathBuf {
+        self.logs().join("egress-audit.jsonl")
+    }
     /// The git gateway's mirror lives here, in the run's state, never in the user's repository.
     pub fn git_mirror_base(&self) -> PathBuf {
         self.root.join("git")

@@ -906,6 +906,21 @@ fn by_default_the_egress_sidecar_is_bottles_own_proxy() {
         .expect("the egress proxy is a recorded component");
     assert!(egress["process"]["pid"].is_u64());
     assert_all_gone(&record);
+
+    // Its decisions: `logs --component egress` shows the audit log, `egress` summarises it.
+    let logs = env.bottle(&["logs", &env.id, "--component", "egress"], &env.path_var());
+    assert!(logs.status.success(), "{}", stderr(&logs));
+    let text = String::from_utf8_lossy(&logs.stdout).into_owned();
+    let first: Value =
+        serde_json::from_str(text.lines().next().expect("a decision was logged")).unwrap();
+    assert!(first["outcome"].is_string(), "{text}");
+    let summary = env.bottle(
+        &["egress", &env.id, "--store", "st", "--json"],
+        &env.path_var(),
+    );
+    assert!(summary.status.success(), "{}", stderr(&summary));
+    let summary: Value = serde_json::from_slice(&summary.stdout).unwrap();
+    assert_eq!(summary["version"], 1);
 }
 
 #[test]
