@@ -14,7 +14,8 @@ use super::gvproxy::{self, GuestNetwork, Mode, RuntimePaths};
 use super::rundir::Layout;
 use super::smolvm;
 use crate::render::gvproxy::Zone;
-use crate::render::{GVPROXY_YAML, SMOLFILE};
+use crate::render::{GVPROXY_YAML, PIPELOCK_YAML, SMOLFILE};
+use crate::spec::resolved::EgressEngine;
 use crate::spec::resolved::PORT_PLACEHOLDER;
 use crate::stage::alloc::SidecarKind;
 use crate::stage::Stage;
@@ -235,6 +236,16 @@ pub fn plan(inputs: &Inputs<'_>) -> LaunchPlan {
 /// the run's mirror).
 fn builtin_command(kind: SidecarKind, inputs: &Inputs<'_>, layout: &Layout) -> Option<Vec<String>> {
     match kind {
+        SidecarKind::Egress if inputs.stage.spec.egress.engine == EgressEngine::Pipelock => {
+            Some(vec![
+                "pipelock".to_owned(),
+                "run".to_owned(),
+                "-c".to_owned(),
+                inputs.stage_dir.join(PIPELOCK_YAML).display().to_string(),
+                "-l".to_owned(),
+                format!("127.0.0.1:{PORT_PLACEHOLDER}"),
+            ])
+        }
         SidecarKind::Egress => Some(vec![
             inputs.bottle.display().to_string(),
             "proxy".to_owned(),

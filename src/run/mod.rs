@@ -65,7 +65,8 @@ pub fn prepare(
     // A dry run creates nothing, not even the cache of tool answers.
     let cache = (!options.dry_run && rundir::private_dir(&options.run_base).is_ok())
         .then(|| options.run_base.join("tools.json"));
-    let facts = preflight::gather(&secrets, cache.as_deref());
+    let needs_pipelock = stage.spec.egress.engine == crate::spec::resolved::EgressEngine::Pipelock;
+    let facts = preflight::gather(&secrets, needs_pipelock, cache.as_deref());
     let host = preflight::assess(&facts);
     let bottle = std::env::current_exe().context("cannot find the bottle executable")?;
     let stage_dir = std::path::absolute(store.stage_dir(&stage.id))?;

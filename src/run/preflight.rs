@@ -36,6 +36,8 @@ pub struct Facts {
     pub namespaces: Result<(), String>,
     /// Secrets the stage names that the host's environment lacks.
     pub missing_secrets: Vec<String>,
+    /// `pipelock version`, asked only when the stage's egress engine is pipelock.
+    pub pipelock: Option<Tool>,
 }
 
 /// What a run needs from the host, once preflight passed.
@@ -131,6 +133,36 @@ pub fn assess(facts: &Facts) -> Result<Host, Vec<Problem>> {
             what: format!("cannot create a user + network + mount namespace for gvproxy: {reason}"),
             fix: "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0; on Ubuntu also kernel.apparmor_restrict_unprivileged_userns=0)".into(),
         });
+    }
+    let pipelock_fix = format!(
+        "install pipelock {} (github.com/luckyPipewrench/pipelock) and put it on PATH, or use the built-in egress engine",
+        crate::render::pipelock::PIPELOCK_VERSION
+    );
+    match &facts.pipelock {
+        None => {}
+        Some(Tool::Missing) => problems.push(Problem {
+            what: "the stage's egress engine is pipelock, and pipelock is not on PATH".into(),
+            fix: pipelock_fix,
+        }),
+        Some(Tool::Broken { path, error }) => problems.push(Problem {
+            what: format!("`{} version` failed: {error}", path.display()),
+            fix: pipelock_fix,
+        }),
+        // The rendered file follows one version's schema, which refuses unknown keys.
+        Some(Tool::Found { path, output })
+            if !output.contains(crate::render::pipelock::PIPELOCK_VERSION) =>
+        {
+            problems.push(Problem {
+                what: format!(
+                    "`{}` is not pipelock {}: it says {:?}",
+                    path.display(),
+                    crate::render::pipelock::PIPELOCK_VERSION,
+                    output.trim()
+                ),
+                fix: pipelock_fix,
+            })
+        }
+        Some(Tool::Found { .. }) => {}
     }
     for secret in &facts.missing_secrets {
         problems.push(Problem {
@@ -314,8 +346,9 @@ fn ask_namespaces() -> std::io::Result<std::process::Child> {
 
 /// Gathers every fact at once: the three checks run side by side. `cache` is the file of
 /// remembered tool answers (None for a dry run, which writes nothing).
-pub fn gather(secrets: &[String], cache: Option<&Path>) -> Facts {
+pub fn gather(secrets: &[String], needs_pipelock: bool, cache: Option<&Path>) -> Facts {
     let mut tools = ToolCache::load(cache);
+    let pipelock = needs_pipelock.then(|| ask("pipelock", &["version"], &tools));
     let namespaces = ask_namespaces();
     let smolvm = ask("smolvm", &smolvm::help_args(), &tools);
     let gvproxy = ask("gvproxy", &gvproxy::version_args(), &tools);
@@ -333,6 +366,7 @@ pub fn gather(secrets: &[String], cache: Option<&Path>) -> Facts {
             .filter(|name| std::env::var_os(name).is_none())
             .cloned()
             .collect(),
+        pipelock: pipelock.map(|asked| answer(asked, &mut tools)),
     };
     tools.save();
     facts
@@ -354,7 +388,39 @@ mod tests {
             },
             namespaces: Ok(()),
             missing_secrets: vec![],
+            pipelock: None,
         }
+    }
+
+    #[test]
+    fn pipelock_is_checked_only_when_the_stage_uses_it_and_must_be_the_pinned_version() {
+        let missing = Facts {
+            pipelock: Some(Tool::Missing),
+            ..good()
+        };
+        let problems = assess(&missing).unwrap_err();
+        assert!(
+            problems[0].what.contains("pipelock is not on PATH"),
+            "{problems:?}"
+        );
+        let other = Facts {
+            pipelock: Some(Tool::Found {
+                path: "/bin/pipelock".into(),
+                output: "pipelock 3.4.0".into(),
+            }),
+            ..good()
+        };
+        assert!(assess(&other).unwrap_err()[0]
+            .what
+            .contains("is not pipelock 2.3.0"));
+        let right = Facts {
+            pipelock: Some(Tool::Found {
+                path: "/bin/pipelock".into(),
+                output: "pipelock 2.3.0".into(),
+            }),
+            ..good()
+        };
+        assert!(assess(&right).is_ok());
     }
 
     #[test]
@@ -374,6 +440,7 @@ mod tests {
             gvproxy: Tool::Missing,
             namespaces: Err("EPERM".into()),
             missing_secrets: vec!["API_KEY".into()],
+            pipelock: None,
         };
         let problems = assess(&facts).unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:#?}");

@@ -119,6 +119,30 @@ pub fn stop_child(child: &mut Child, grace: Duration) -> io::Result<ExitStatus> 
     }
 }
 
+/// Like `stop_child`, for a child that leads its own process group (the sidecars): the signals
+/// go to the whole group, so whatever the command started itself goes too.
+pub fn stop_group(child: &mut Child, grace: Duration) -> io::Result<ExitStatus> {
+    let group = Pid::from_raw(child.id() as i32);
+    if let Some(status) = child.try_wait()? {
+        let _ = signal::killpg(group, Signal::SIGKILL);
+        return Ok(status);
+    }
+    let _ = signal::killpg(group, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            // The leader is gone; anything it left in its group is not waited for.
+            let _ = signal::killpg(group, Signal::SIGKILL);
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = signal::killpg(group, Signal::SIGKILL);
+            return child.wait();
+        }
+        let _ = super::signals::next(Some(Duration::from_millis(2)));
+    }
+}
+
 /// Waits until a recorded process is gone, SIGKILLing it after `grace`. For processes that are
 /// not our children (a stale run's), so there is nothing to reap.
 pub fn stop_recorded(process: &ProcessId, grace: Duration) {

@@ -500,7 +500,7 @@ impl Session<'_> {
             let _ = procs::stop_child(&mut guard, GRACE);
         }
         for (_, mut child) in running.sidecars.drain(..) {
-            let _ = procs::stop_child(&mut child, GRACE);
+            let _ = procs::stop_group(&mut child, GRACE);
         }
         for bridge in running.bridges.drain(..) {
             bridge.remove();

@@ -135,10 +135,17 @@ pub fn refs(repo: &Path) -> anyhow::Result<Refs> {
 
 /// The `git daemon` command line serving `base` on 127.0.0.1, push enabled, with `{port}` where
 /// the host port goes (the runner fills it in).
+///
+/// `git daemon` would fork `git-daemon` and wait for it, so signals and the parent-death signal
+/// the runner arranges would reach only the wrapper, and a SIGKILLed run could leave the daemon
+/// behind. The shell instead replaces itself with `git-daemon` from git's own exec path: one
+/// process, the one the runner started.
 pub fn daemon_args(base: &Path) -> Vec<String> {
     vec![
-        "git".to_owned(),
-        "daemon".to_owned(),
+        "sh".to_owned(),
+        "-c".to_owned(),
+        r#"exec "$(git --exec-path)/git-daemon" "$@""#.to_owned(),
+        "git-daemon".to_owned(),
         "--reuseaddr".to_owned(),
         "--listen=127.0.0.1".to_owned(),
         format!("--port={}", crate::spec::resolved::PORT_PLACEHOLDER),

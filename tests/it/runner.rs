@@ -981,6 +981,29 @@ fn by_default_the_git_sidecar_serves_a_mirror_and_the_workspace_is_untouched() {
         "the user's repository changed"
     );
     assert_all_gone(&record);
+    // Not only the recorded process: nothing serving the mirror may outlive the run.
+    let base = env.run_dir().join("git").display().to_string();
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let state = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let zombie = state
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (!zombie && cmdline.contains(&base)).then_some(cmdline)
+        })
+        .collect();
+    assert!(survivors.is_empty(), "left running: {survivors:?}");
 
     // A second run keeps the first run's mirror aside instead of losing unfetched pushes.
     let out = env.run(&probes, &[]);
@@ -1004,4 +1027,59 @@ fn git_true_with_a_workspace_that_is_no_repository_fails_clearly() {
         stderr(&out)
     );
     assert_all_gone(&env.record());
+}
+
+#[test]
+fn a_pipelock_stage_runs_pipelock_and_is_refused_when_pipelock_is_missing() {
+    let env = RunEnv::new();
+    let manifest = MANIFEST.replace(
+        "git = true",
+        "git = true\negress = { engine = \"pipelock\", allow = [\"api.example.com\"] }",
+    );
+    std::fs::write(env.path("pipelock.toml"), manifest).unwrap();
+    let out = env.bottle(&["gen", "pipelock.toml", "--store", "st"], &env.path_var());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let dry = env.bottle(
+        &[
+            "run",
+            &id,
+            "--store",
+            "st",
+            "--dry-run",
+            "--workspace",
+            "ws",
+        ],
+        &env.path_var(),
+    );
+    assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
+    let plan = String::from_utf8(dry.stdout).unwrap();
+    let expected = format!(
+        "pipelock run -c {}",
+        env.path("st").join(&id).join("pipelock.yaml").display()
+    );
+    assert!(
+        plan.contains(&expected),
+        "`{expected}` missing from:\n{plan}"
+    );
+    assert!(
+        plan.contains("-l '127.0.0.1:{port}'") || plan.contains("-l 127.0.0.1:{port}"),
+        "{plan}"
+    );
+
+    let out = env.bottle(
+        &["run", &id, "--store", "st", "--yes", "--workspace", "ws"],
+        &env.path_var(),
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pipelock is not on PATH"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !env.path("xdg/bottle").join(&id).exists(),
+        "a run directory was created"
+    );
 }
