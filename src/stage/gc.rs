@@ -82,14 +82,7 @@ pub fn collect(
     for id in store.ids()? {
         let dir = store.stage_dir(&id);
         let modified = fs::metadata(&dir)?.modified()?;
-        let size = std::fs::read_dir(&dir)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
+        let size = store.stage_size(&id);
         candidates.push(Candidate { id, modified, size });
     }
     let mut decisions = plan(&candidates, &pinned, keep_since, SystemTime::now());

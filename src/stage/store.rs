@@ -257,6 +257,18 @@ pub struct StageSummary {
 }
 
 impl Store {
+    /// Bytes of all files of a stage; 0 when it cannot be listed.
+    pub fn stage_size(&self, id: &StageId) -> u64 {
+        std::fs::read_dir(self.stage_dir(id))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// Reads each stage's `spec.json` without re-rendering: listing must stay fast on big stores.
     /// A stage whose spec cannot be read is listed with `?` for what is unknown.
     pub fn summaries(&self) -> anyhow::Result<Vec<StageSummary>> {
@@ -271,14 +283,7 @@ impl Store {
             let head: Option<Head> = std::fs::read(dir.join(crate::render::SPEC_JSON))
                 .ok()
                 .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-            let size = std::fs::read_dir(&dir)
-                .map(|entries| {
-                    entries
-                        .filter_map(|e| e.ok()?.metadata().ok())
-                        .map(|m| m.len())
-                        .sum()
-                })
-                .unwrap_or(0);
+            let size = self.stage_size(&id);
             let (agent, image) = head.map_or(("?".into(), "?".into()), |h| (h.agent, h.image));
             out.push(StageSummary {
                 id: id.to_string(),
