@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: the generator's speed, measured as whole processes of the release build
 //! (median of several runs), against the targets of the stage generator issue.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,8 @@ use crate::root;
 const RUNS: usize = 15;
 
 pub fn run() -> anyhow::Result<()> {
-    let bottle = build_release()?;
-    let work = tempdir()?;
+    let bottle = crate::build_release(&[])?.join("bottle");
+    let work = crate::bench_dir("generator")?;
     let example = root().join("examples/claude.toml");
     let mut report = Report::default();
 
@@ -163,27 +163,6 @@ fn fill_store(store: &Path, count: usize) -> anyhow::Result<usize> {
         store.write(&bottle::stage::build(&spec))?;
     }
     Ok(count)
-}
-
-fn build_release() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--bin", "bottle"])
-        .current_dir(root())
-        .status()?;
-    if !status.success() {
-        bail!("cargo build --release failed");
-    }
-    Ok(root().join("target/release/bottle"))
-}
-
-fn tempdir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("bottle-bench-{}", std::process::id()));
-    if dir.exists() {
-        fs::remove_dir_all(&dir)?;
-    }
-    fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 fn run_ok(cmd: &mut Command) -> anyhow::Result<()> {

@@ -26,10 +26,10 @@ pub fn run() -> anyhow::Result<()> {
     // BOTTLE_BIN measures a given build instead (to compare two versions side by side).
     let bottle = match std::env::var_os("BOTTLE_BIN") {
         Some(path) => PathBuf::from(path),
-        None => build_release()?,
+        None => crate::build_release(&[])?.join("bottle"),
     };
     let tinyproxy = which_tinyproxy()?;
-    let work = tempdir()?;
+    let work = crate::bench_dir("egress")?;
     let upstream = Upstream::start()?;
     let target = format!("127.0.0.1:{}", upstream.addr.port());
 
@@ -480,32 +480,4 @@ fn which_tinyproxy() -> anyhow::Result<PathBuf> {
                 TINYPROXY.join(" and ")
             )
         })
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_owned()
-}
-
-fn build_release() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--bin", "bottle"])
-        .current_dir(root())
-        .status()?;
-    if !status.success() {
-        bail!("cargo build --release failed");
-    }
-    Ok(root().join("target/release/bottle"))
-}
-
-fn tempdir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("bottle-bench-egress-{}", std::process::id()));
-    if dir.exists() {
-        fs::remove_dir_all(&dir)?;
-    }
-    fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

@@ -3,11 +3,11 @@
 //! sidecar to listen and the stand-in's `machine start`) and how long teardown takes. Uses the release build, Debian's gvproxy and the testkit's stand-in smolvm, whose
 //! guest only talks to the contained gvproxy. Targets: own work <= 30 ms, teardown <= 200 ms.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use bottle::run::record::RunRecord;
 use fs_err as fs;
 
@@ -29,13 +29,6 @@ fn now_ns() -> u128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_owned()
 }
 
 struct Stats {
@@ -63,29 +56,8 @@ impl Stats {
 }
 
 pub fn run() -> anyhow::Result<()> {
-    let root = workspace_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "bottle",
-            "-p",
-            "bottle-testkit",
-        ])
-        .current_dir(&root)
-        .status()
-        .context("failed to run cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("release");
-    let dir = std::env::temp_dir().join(format!("bottle-bench-{}", std::process::id()));
+    let target = crate::build_release(&["bottle-testkit"])?;
+    let dir = crate::bench_dir("run")?;
     let result = bench(&target, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     result

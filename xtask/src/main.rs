@@ -55,6 +55,36 @@ fn root() -> PathBuf {
         .to_owned()
 }
 
+/// Builds the release binaries of `packages` (with `bottle`) and returns the release directory.
+fn build_release(packages: &[&str]) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut args = vec!["build", "--release", "--locked", "--quiet", "-p", "bottle"];
+    for package in packages {
+        args.extend(["-p", package]);
+    }
+    let status = std::process::Command::new(cargo)
+        .args(&args)
+        .current_dir(root())
+        .status()?;
+    if !status.success() {
+        anyhow::bail!("cargo build --release failed");
+    }
+    Ok(std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("release"))
+}
+
+/// A fresh, empty temporary directory for one benchmark.
+fn bench_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("bottle-bench-{name}-{}", std::process::id()));
+    if dir.exists() {
+        fs_err::remove_dir_all(&dir)?;
+    }
+    fs_err::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// Every agent's stage of one manifest; the manifest is named relative to the root in errors.
 fn stages_of(manifest: &Path) -> anyhow::Result<Vec<bottle::stage::Stage>> {
     let text = fs_err::read_to_string(manifest)?;
