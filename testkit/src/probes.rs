@@ -34,6 +34,16 @@ pub struct Config {
     pub txt_name: Option<String>,
     #[serde(default)]
     pub expose_target: Option<PathBuf>,
+    /// Raw requests sent to the egress sidecar (`HTTP_PROXY`), one connection each: what the
+    /// guest's HTTP clients would send through the proxy.
+    #[serde(default)]
+    pub proxy_requests: Vec<ProxyRequest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProxyRequest {
+    pub label: String,
+    pub request: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +63,9 @@ pub struct Report {
     pub names: BTreeMap<String, String>,
     pub txt: Option<String>,
     pub expose: Option<String>,
+    /// Label -> what the egress sidecar answered to that request.
+    #[serde(default)]
+    pub proxy_requests: BTreeMap<String, String>,
     /// Secret name -> whether its host variable was in smolvm's environment.
     pub secrets_present: BTreeMap<String, bool>,
     pub errors: Vec<String>,
@@ -135,6 +148,22 @@ fn probe(
             TIMEOUT,
         )?;
         report.sidecars.insert(var, describe(&outcome));
+    }
+    let egress_port = sidecar_ports(&machine.env)
+        .into_iter()
+        .find(|(var, _)| var == "HTTP_PROXY")
+        .map(|(_, port)| port);
+    for request in &config.proxy_requests {
+        let Some(port) = egress_port else {
+            report
+                .errors
+                .push("no HTTP_PROXY in the guest's environment".into());
+            break;
+        };
+        let outcome = guest.tcp_exchange((proxy, port), request.request.as_bytes(), TIMEOUT)?;
+        report
+            .proxy_requests
+            .insert(request.label.clone(), describe(&outcome));
     }
     for target in &config.must_fail_tcp {
         let ip = if target.ip == "proxy" {

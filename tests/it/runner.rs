@@ -1083,3 +1083,90 @@ fn a_pipelock_stage_runs_pipelock_and_is_refused_when_pipelock_is_missing() {
         "a run directory was created"
     );
 }
+
+/// The guest's only way out, end to end: through the real egress proxy as `proxy.internal:3128`
+/// to a test server on the host side (198.18.0.1, opened in the stage on purpose), and refused
+/// for a port the stage does not list.
+#[test]
+fn the_guest_reaches_an_allowed_server_through_the_egress_proxy_and_is_refused_the_rest() {
+    let mut env = RunEnv::new();
+    env.builtin_egress = true;
+    let manifest = MANIFEST.replace(
+        "git = true",
+        "git = true\negress = { allow = [\"198.18.0.1:24100\"], allow_addresses = [\"198.18.0.1/32\"] }",
+    );
+    std::fs::write(env.path("egress.toml"), manifest).unwrap();
+    let out = env.bottle(&["gen", "egress.toml", "--store", "st"], &env.path_var());
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let connect = |port: u16| {
+        format!("CONNECT 198.18.0.1:{port} HTTP/1.1\r\nHost: 198.18.0.1:{port}\r\n\r\nhello through the tunnel\n")
+    };
+    let probes = env.write_probes(
+        "p.json",
+        json!({
+            "report": env.path("r.json"),
+            "exit_code": 0,
+            "proxy_requests": [
+                {"label": "allowed", "request": connect(24100)},
+                {"label": "unlisted port", "request": connect(24101)},
+                {"label": "plain http, unlisted host", "request": "GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"},
+            ],
+        }),
+    );
+    let listens = [
+        "198.18.0.1:24100=upstream".to_owned(),
+        "198.18.0.1:24101=decoy".to_owned(),
+    ];
+    let out = env.run(&probes, &listens);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = env.report("r.json");
+    let answer = |label: &str| {
+        report["proxy_requests"][label]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let allowed = answer("allowed");
+    assert!(allowed.contains("HTTP/1.1 200"), "{allowed}");
+    assert!(
+        allowed.contains("upstream:hello through the tunnel"),
+        "{allowed}"
+    );
+    for label in ["unlisted port", "plain http, unlisted host"] {
+        let refused = answer(label);
+        assert!(refused.contains("HTTP/1.1 403"), "{label}: {refused}");
+        assert!(!refused.contains("decoy"), "{label}: {refused}");
+    }
+    // Every decision is in the run's audit log (the guest's plain "hello" to every sidecar is a
+    // fourth one, refused as a malformed request).
+    let audit = std::fs::read_to_string(env.run_dir().join("logs/egress-audit.jsonl")).unwrap();
+    let records: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let decided = |method: &str, port: u64| {
+        records
+            .iter()
+            .find(|r| r["method"] == method && r["port"] == port)
+            .map(|r| {
+                (
+                    r["outcome"].as_str().unwrap().to_owned(),
+                    r["reason"].clone(),
+                )
+            })
+    };
+    assert_eq!(
+        decided("CONNECT", 24100),
+        Some(("allowed".into(), Value::Null)),
+        "{audit}"
+    );
+    assert_eq!(decided("CONNECT", 24101).unwrap().0, "refused", "{audit}");
+    assert_eq!(
+        decided("GET", 80),
+        Some(("refused".into(), json!("not_listed"))),
+        "{audit}"
+    );
+    assert_all_gone(&env.record());
+}
