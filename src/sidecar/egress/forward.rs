@@ -14,8 +14,8 @@ use hyper::header::{HeaderMap, HeaderValue, CONNECTION, HOST};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
-use super::decision::{Host, HTTP_PORT};
-use super::server::{open_upstream, Audit, ProxyBody, Shared, Stop};
+use super::decision::HTTP_PORT;
+use super::server::{open_upstream, target, Audit, ProxyBody, Shared, Stop};
 
 pub(super) async fn forward(
     shared: &Shared,
@@ -50,15 +50,10 @@ pub(super) async fn forward(
             .answer(audit)
         }
     };
-    let Some(host) = Host::parse(authority.host()) else {
-        return Stop::refused(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("`{}` is not a host name or IP address", authority.host()),
-        )
-        .answer(audit);
+    let (host, port) = match target(&authority, HTTP_PORT) {
+        Ok(target) => target,
+        Err(stop) => return stop.answer(audit),
     };
-    let port = authority.port_u16().unwrap_or(HTTP_PORT);
     let upstream = match open_upstream(shared, &mut audit, &host, port, HTTP_PORT).await {
         Ok(stream) => stream,
         Err(stop) => return stop.answer(audit),

@@ -415,6 +415,21 @@ pub(super) async fn open_upstream(
     Ok(stream)
 }
 
+/// The host and port a request names, its protocol's default port when it names none.
+pub(super) fn target(
+    authority: &hyper::http::uri::Authority,
+    default_port: u16,
+) -> Result<(Host, u16), Stop> {
+    let host = Host::parse(authority.host()).ok_or_else(|| {
+        Stop::refused(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("`{}` is not a host name or IP address", authority.host()),
+        )
+    })?;
+    Ok((host, authority.port_u16().unwrap_or(default_port)))
+}
+
 async fn connect(
     shared: &Shared,
     slot: TunnelSlot,
@@ -429,15 +444,10 @@ async fn connect(
         )
         .answer(audit);
     };
-    let Some(host) = Host::parse(authority.host()) else {
-        return Stop::refused(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("`{}` is not a host name or IP address", authority.host()),
-        )
-        .answer(audit);
+    let (host, port) = match target(&authority, CONNECT_PORT) {
+        Ok(target) => target,
+        Err(stop) => return stop.answer(audit),
     };
-    let port = authority.port_u16().unwrap_or(CONNECT_PORT);
     let Ok(permit) = shared.tunnels.clone().try_acquire_owned() else {
         audit.record.host = host.to_string();
         audit.record.port = Some(port);
